@@ -27,6 +27,7 @@ from renkei.compacted import CompactedView, NotFollowing, holder_directory
 from renkei.envelope import Directory, send
 from renkei.holder_logs import (
     Checked,
+    FalseRefusal,
     Forged,
     NotAskable,
     Parties,
@@ -58,8 +59,10 @@ class HolderLogs:
     holder, the platform's answer in the stead of one it did not ask (suspended, or gone from
     the directory, after the check that it is a holder); `forged`, holders in whose name an
     answer came that they did not sign (holder_logs.Forged: refused, the holder awaited still);
-    `unsigned`, holders whose entries were taken unsigned, their directory entry having no
-    signing key (the platform could have made them)."""
+    `falsely_refused`, holders the platform said it did not ask though the directory shows them
+    active then (holder_logs.FalseRefusal: not taken, the holder awaited still); `unsigned`,
+    holders whose entries were taken unsigned, their directory entry having no signing key (the
+    platform could have made them)."""
 
     request_ids: list[str] = field(default_factory=list)
     answers: dict[str, tuple[HolderLogEntry, ...]] = field(default_factory=dict)
@@ -68,15 +71,18 @@ class HolderLogs:
     too_large: dict[str, list[str]] = field(default_factory=dict)
     refused: dict[str, HolderLogAnswer] = field(default_factory=dict)
     forged: list[str] = field(default_factory=list)
+    falsely_refused: list[str] = field(default_factory=list)
     unsigned: list[str] = field(default_factory=list)
 
 
 @dataclass
 class _Asking:
     """An oversight request being asked: the parts awaited ((part's request id, holder) → the
-    request ids it asks for) and the entries answered so far, by holder; `entry`, a holder's
-    directory entry as the command follows it, whose signing key its answers are to be signed
-    with, and `read_to_end`, the directory followed read to its end (CompactedView.read_to_end)."""
+    request ids it asks for), when each part was asked (`asked_at`, by its request id), and the
+    entries answered so far, by holder; `entry`, a holder's directory entry as the command
+    follows it, whose signing key its answers are to be signed with and by which the platform's
+    refusals to ask it are judged, and `read_to_end`, the directory followed read to its end
+    (CompactedView.read_to_end)."""
 
     legal_basis: str
     producer: AIOKafkaProducer
@@ -84,6 +90,7 @@ class _Asking:
     entry: Directory
     read_to_end: Callable[[], Awaitable[None]]
     awaited: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    asked_at: dict[str, datetime] = field(default_factory=dict)
     entries: dict[str, list[HolderLogEntry]] = field(default_factory=dict)
 
     async def ask(self, holders: Sequence[str], request_ids: Sequence[str]) -> None:
@@ -91,6 +98,7 @@ class _Asking:
         part = HolderLogRequest(str(uuid.uuid4()), datetime.now(UTC), tuple(holders),
                                 tuple(request_ids), self.legal_basis)
         self.result.request_ids.append(part.request_id)
+        self.asked_at[part.request_id] = part.sent_at
         self.awaited.update({(part.request_id, h): part.request_ids for h in part.holders})
         await deliver(self.producer, [send(topics.OVERSIGHT_OUT, part.request_id, part)])
 
@@ -99,26 +107,28 @@ class _Asking:
         """An answer to a part (`relayed`: its record's append time, appended_at), once known
         to be its holder's as of its relaying (relayed_verified): its entries kept; too large,
         its halves asked of that holder; not sealed, the holder noted so. Refused by the
-        platform (its own answer), the holder noted so; not signed by its holder, whatever it
-        says (entries, or none and why), refused and noted forged."""
+        platform (its own answer), the holder noted so, unless the directory belies it (noted
+        falsely refused, the holder awaited still); not signed by its holder, whatever it says
+        (entries, or none and why), refused and noted forged."""
         try:
             answer = CODEC.decode(value or b"", HolderLogAnswer)
             asked = self.awaited.get((answer.request_id, answer.holder))
             if asked is None:
                 return
             why = unsent(answer)
-            checked = (None if why == "refused"  # the platform's, in the holder's stead
-                       else await self._verified(key, answer, asked, relayed))
+            checked = await self._verified(key, answer, asked, relayed)
+        except FalseRefusal:
+            _noted(self.result.falsely_refused, answer.holder)
+            return
         except Forged:
             _noted(self.result.forged, answer.holder)
             return
         except (SchemaError, sealing.CannotOpen):
             return
-        if checked is not None and checked.unsigned:
+        if checked.unsigned:
             _noted(self.result.unsigned, answer.holder)
         del self.awaited[answer.request_id, answer.holder]
-        self.entries.setdefault(answer.holder, []).extend(() if checked is None
-                                                          else checked.entries)
+        self.entries.setdefault(answer.holder, []).extend(checked.entries)
         if why == "not_sealed":
             _noted(self.result.not_sealed, answer.holder)
         elif why == "refused":
@@ -133,14 +143,15 @@ class _Asking:
 
     async def _verified(self, key: X25519PrivateKey, answer: HolderLogAnswer,
                         asked: tuple[str, ...], relayed: datetime | None) -> Checked:
-        """relayed_verified by its holder's directory entry; refused as forged, judged again once
-        the directory is read to its end: a holder signs with keys renewed as soon as the
-        directory publishes them, which the command may not have read yet when the answer comes.
-        If the directory cannot be read to its end (the broker away, the view stopped), the
-        refusal stands."""
+        """relayed_verified by its holder's directory entry; refused as forged (a false refusal
+        of the platform's among them), judged again once the directory is read to its end: a
+        holder signs with keys renewed as soon as the directory publishes them, and the platform
+        refuses to ask one as soon as it publishes its suspension, which the command may not
+        have read yet when the answer comes. If the directory cannot be read to its end (the
+        broker away, the view stopped), the refusal stands."""
         def judged() -> Checked:
             return relayed_verified(key, answer, asked, acls.OVERSIGHT, self.entry(answer.holder),
-                                    relayed)
+                                    relayed, self.asked_at[answer.request_id])
 
         try:
             return judged()

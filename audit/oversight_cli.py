@@ -21,6 +21,8 @@ from schemas.messages import HolderLogAnswer
 
 NOT_SEALED = "could not seal to the oversight body"  # as the console says it (unsent_not_sealed)
 FORGED = "an answer in its name it did not sign: refused as forged (the platform relays them)"
+FALSELY_REFUSED = ("the platform said it did not ask this holder, which the directory shows "
+                   "active then: a false refusal, the holder awaited still")
 UNSIGNED = ("unsigned: its directory entry has no signing key (register it again); the platform "
             "could have made these entries")
 REFUSED = {  # as the console says it (unsent_refused_…), by why the platform did not ask
@@ -61,7 +63,8 @@ def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str
     exits 1 if a holder did not answer in time, could not seal its entries to the oversight
     body, was not asked by the platform (suspended or gone from the directory since the check
     that it is a holder), or a request's entries are too large to send, or if an answer came in
-    a holder's name that it did not sign (refused as forged). Entries of a holder whose
+    a holder's name that it did not sign (refused as forged), or the platform said it did not
+    ask a holder the directory shows active then (a false refusal). Entries of a holder whose
     directory entry has no signing key are shown, and said unsigned.
     """
     try:
@@ -70,7 +73,8 @@ def holder_logs(db: str | None, holders: tuple[str, ...], request_ids: tuple[str
     except NotAskable as exc:
         raise _bad(exc) from exc
     _echo_json(_shown(found))
-    if found.missing or found.not_sealed or found.refused or found.too_large or found.forged:
+    if (found.missing or found.not_sealed or found.refused or found.too_large or found.forged
+            or found.falsely_refused):
         raise SystemExit(1)
 
 
@@ -95,6 +99,7 @@ def _shown(found: oversight.HolderLogs) -> dict[str, Any]:
             "refused": {holder: _refused(answer) for holder, answer in found.refused.items()},
             "too_large": found.too_large,
             "forged": {holder: FORGED for holder in found.forged},
+            "falsely_refused": {holder: FALSELY_REFUSED for holder in found.falsely_refused},
             "unsigned": {holder: UNSIGNED for holder in found.unsigned},
             "answers": {holder: [asdict(e) for e in entries]
                         for holder, entries in found.answers.items()}}

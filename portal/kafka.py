@@ -288,16 +288,16 @@ class HolderLogs:
         refused as forged, the holder awaited still; one whose entry has no signing key taken
         unsigned, said so), its entries opened or why it sent none said (too large, no key to
         seal to: shown so, not awaited for good), or it is the platform's refusal to ask the
-        holder; else None. Kept, it is not checked again as it is shown: the inbox is the
+        holder that the directory does not belie (a false one is refused so, the holder awaited
+        still); else None. Kept, it is not checked again as it is shown: the inbox is the
         asker's own."""
         try:
             answer = CODEC.decode(value, HolderLogAnswer)
             asked = await self._inbox.asked(self._in, answer.request_id)
             if asked is None or not taken(asked, answer.holder, self._since()):
                 return None
+            self._verified(answer, asked, relayed)
             why = holder_logs.unsent(answer)
-            if why != "refused":  # the platform's answer in the holder's stead: its own
-                self._verified(answer, asked, relayed)
             if why is not None:
                 log.warning("%s sent no entries for %s on %s: %s", answer.holder,
                             answer.request_id, self._in, why)
@@ -313,10 +313,11 @@ class HolderLogs:
                   ) -> None:
         """The answer (its entries opened, or why it has none) checked as its holder's as of
         `relayed` (holder_logs.Forged if not), or said unsigned if its holder's entry has no
-        signing key."""
+        signing key; the platform's refusal in its stead, judged by its entry from the request's
+        asking (holder_logs.FalseRefusal if belied)."""
         if holder_logs.relayed_verified(self._key, answer, asked.request_ids,
                                         self._access.principal, self._entry(answer.holder),
-                                        relayed).unsigned:
+                                        relayed, asked.at).unsigned:
             log.warning("%s's answer to %s on %s is taken unsigned: its directory entry has no "
                         "signing key (the platform could have made it)", answer.holder,
                         answer.request_id, self._in)

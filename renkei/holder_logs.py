@@ -6,6 +6,8 @@ platform that relays the answer among them, and the point of asking holders is t
 platform. So a holder whose directory entry publishes its signing key signs what it answers, for
 the asker and the request id, its entries or why it sends none (too large, none it could seal:
 `unsent_answer`), and the asker takes an answer only if it is so signed (`relayed_verified`).
+The platform's refusal to ask a holder (suspended, or not listed) is its own, unsigned: the asker
+judges it by the holder's directory entry, which the platform cannot write (`belied`).
 
 A resident's application reaches a holder under a request id marked as a resident's; its entries
 are sealed under the unmarked id, the one the portal knows, and without ⑦–⑩ (operators and
@@ -25,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from broker import acls
 from renkei import sealing, signers
 from renkei.envelope import Directory
-from renkei.suspensions import active_at, suspension_at
+from renkei.suspensions import active_at, active_between, suspension_at
 from renkei.windows import CLOCK_SKEW
 from schemas.codec import CODEC
 from schemas.messages import HolderEntry, HolderLogAnswer, HolderLogEntries, HolderLogEntry
@@ -218,7 +220,8 @@ class Checked(NamedTuple):
 
 
 def relayed_verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Collection[str],
-                     to: str, entry: HolderEntry | None, relayed: datetime | None) -> Checked:
+                     to: str, entry: HolderEntry | None, relayed: datetime | None,
+                     asked_at: datetime) -> Checked:
     """`verified` as signed by its holder's keys in its directory `entry` as of `relayed`: its
     record's append time on the asker's topic, when the platform relayed it, however late it is
     read (None: a topic its writers stamp, now). Its key before its last renewal is taken if it
@@ -226,11 +229,16 @@ def relayed_verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Coll
     relaying, a clock skew beside, is Forged: no holder whose clock the platform takes made it
     (as a holder's inbox judges its answer sessions). A holder's answer with no entries sealed
     in it (too large, or not sealed: unsent) is judged alike, as signed over why (unsent_answer),
-    and has no entries; the platform's refusal in a holder's stead is the platform's, not the
-    holder's, and is not to be judged so."""
+    and has no entries; the platform's refusal in a holder's stead, its own and unsigned, has no
+    entries and is judged by `entry`: FalseRefusal if that shows the holder listed and active
+    from `asked_at`, the asker's time of its request, to its relaying, a clock skew beside each
+    (belied)."""
     at = relayed or datetime.now(UTC)
-    signed_by = signers.of_holder(answer.holder, entry, at)
     why = unsent(answer)
+    if why == "refused":
+        belied(answer, entry, asked_at - CLOCK_SKEW, at + CLOCK_SKEW)
+        return Checked((), False)
+    signed_by = signers.of_holder(answer.holder, entry, at)
     if why is None:
         return Checked(verified(key, answer, asked, to, signed_by, at + CLOCK_SKEW),
                        signed_by is None)
@@ -244,6 +252,26 @@ def relayed_verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Coll
 class Forged(sealing.CannotOpen):
     """An answer as of a holder that it did not sign: unsigned, or signed by another key, or
     for another asker or request."""
+
+
+class FalseRefusal(Forged):
+    """The platform's refusal to ask a holder whose directory entry shows it listed and active
+    at every time the platform could have judged it as of (belied)."""
+
+
+def belied(refused: HolderLogAnswer, entry: HolderEntry | None, since: datetime,
+           until: datetime) -> None:
+    """FalseRefusal if the platform's refusal to ask a holder, `refused`, is belied by its
+    directory `entry` (the directory is the operators', which the platform cannot write): one
+    listed and active from `since` to `until`, between which lies the broker time of the
+    request the platform judged it as of (refusal), was asked, or should have been. The
+    platform's refusal is unsigned: were it taken as it stands, the platform, which the asker
+    asks holders in order to check, could keep any holder from being asked."""
+    if entry is not None and active_between(entry, since, until):
+        raise FalseRefusal(f"the platform's refusal to ask {refused.holder} for "
+                           f"{refused.request_id} ({refused.refused}) is false: the directory "
+                           f"shows it listed and active from {since.isoformat()} to "
+                           f"{until.isoformat()}")
 
 
 def _signed(answer: HolderLogAnswer, signed_at: datetime | None, signature: bytes | None,

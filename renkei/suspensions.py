@@ -25,6 +25,15 @@ def active_at(entry: HolderEntry, at: datetime | None) -> bool:
     return entry.active and (entry.resumed_at is None or entry.resumed_at <= at)
 
 
+def active_between(entry: HolderEntry, since: datetime, until: datetime) -> bool:
+    """Whether a holder's entry is active at every time from `since` to `until` (active_at): at
+    `since`, and at the start of each suspension it keeps that began after it, by `until`."""
+    starts = [s.since for s in entry.suspensions]
+    if entry.inactive_since is not None:
+        starts.append(entry.inactive_since)
+    return all(active_at(entry, at) for at in (since, *(s for s in starts if since < s <= until)))
+
+
 def _earlier(entry: HolderEntry, at: datetime) -> Suspension | None:
     """The earlier suspension of the entry's (suspensions) that `at` falls in, if one."""
     return next((s for s in entry.suspensions if s.since <= at < s.until), None)

@@ -1415,7 +1415,7 @@ async def test_its_log_answers_are_signed_once_its_entry_publishes_its_signing_k
         out, = await handle(client, asked)
         return holder_logs.relayed_verified(
             sealing.key_of(OVERSIGHT), CODEC.decode(out.value, HolderLogAnswer), ("r-1",),
-            OVERSIGHT, client.directory.entries[HOLDER.encode()], None).entries
+            OVERSIGHT, client.directory.entries[HOLDER.encode()], None, asked.sent_at).entries
 
     signing = sealing.public_bytes(sealing.signing_key_of(HOLDER))
     assert [e.content for e in await checked(signing)] == ['{"name": "alice"}']

@@ -27,7 +27,7 @@ from broker.credentials import Credentials
 from portal.inbox import APPLICATIONS_KEPT, Asked, Inbox
 from portal.kafka import HolderLogs
 from renkei import holder_logs, sealing
-from renkei.holder_logs import MARK, Forged
+from renkei.holder_logs import MARK, SUSPENDED, Forged
 from renkei.signers import of_holder
 from renkei.windows import CLOCK_SKEW, SIGNING_GRACE
 from schemas.codec import CODEC
@@ -66,7 +66,7 @@ def _asking(entry: HolderEntry, read: HolderEntry | None = None) -> _Asking:
 
     asking = _Asking("basis", cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
                      directory.get, read_to_end)
-    asking.awaited = {(PART, HOLDER): ("r-1",)}
+    asking.awaited, asking.asked_at = {(PART, HOLDER): ("r-1",)}, {PART: datetime.now(UTC)}
     return asking
 
 
@@ -150,6 +150,51 @@ async def test_my_portal_refuses_an_answer_of_no_entries_its_holder_did_not_sign
     taken = await portal._taken(_unsent(sealing.Signer(HOLDER, signing),
                                         request_id=MARK + "a-1"), None)
     assert taken is not None and holder_logs.unsent(taken[1]) == "not_sealed"
+
+
+async def test_a_refusal_of_a_holder_suspended_after_the_command_read_it_is_judged_again(
+        ) -> None:
+    """The platform refuses to ask a holder as soon as the directory publishes its suspension,
+    which `renkei oversight holder-logs` may not have read yet when the refusal comes: judged
+    false by the entry it had, it is judged again once the directory is read to its end, and
+    taken."""
+    active, since = _entry(Ed25519PrivateKey.generate()), datetime.now(UTC)
+    asking = _asking(active, read=replace(active, active=False, inactive_since=since))
+    await asking.take(CODEC.encode(HolderLogAnswer(PART, HOLDER, datetime.now(UTC), (),
+                                                   refused=SUSPENDED, inactive_since=since)),
+                      X25519PrivateKey.generate(), None)
+    assert (list(asking.result.refused), asking.result.falsely_refused, asking.awaited) == (
+        [HOLDER], [], {})
+
+
+@pytest.mark.parametrize(("since_asked", "resumed_after", "taken"), [
+    (None, None, False),  # active all the while
+    (-timedelta(hours=2), timedelta(hours=1), False),  # resumed an hour before it was asked
+    (timedelta(0), None, True),  # suspended as it was asked
+    (timedelta(milliseconds=1), timedelta(milliseconds=1), True),  # and resumed since
+])
+async def test_my_portal_refuses_the_platforms_refusal_of_a_holder_the_directory_shows_active(
+        inbox: Inbox, since_asked: timedelta | None, resumed_after: timedelta | None,
+        taken: bool) -> None:
+    """The platform's answer in a holder's stead that it did not ask it is unsigned, and was
+    taken as it stood: the platform could keep a resident's application from any holder by
+    saying it was suspended. One for a holder the directory shows listed and active from the
+    application's asking to the refusal's relaying is false: not taken, the holder awaited
+    still; one for a holder suspended at any time between, or not listed, is taken."""
+    asked_at = datetime.now(UTC)
+    await inbox.add("in", Asked("a-1", asked_at, (HOLDER,), ("r-1",), "ABC98765XYZ"))
+    entry = _entry(Ed25519PrivateKey.generate())
+    if since_asked is not None:
+        since = asked_at + since_asked
+        entry = replace(entry, active=resumed_after is not None, inactive_since=since,
+                        resumed_at=None if resumed_after is None else since + resumed_after)
+    refusal = CODEC.encode(HolderLogAnswer("a-1", HOLDER, datetime.now(UTC), (),
+                                           refused=SUSPENDED, inactive_since=asked_at))
+    for listed, said in ((entry, taken), (None, True)):
+        portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out",
+                            "in", X25519PrivateKey.generate(), inbox, APPLICATIONS_KEPT,
+                            entry={HOLDER: listed}.get)
+        assert (await portal._taken(refusal, None) is not None) == said
 
 
 async def test_a_holder_with_no_signing_key_is_taken_unsigned_and_said_so() -> None:
@@ -308,10 +353,11 @@ def test_an_answer_is_signed_by_its_relaying_and_read_now_if_its_topic_has_no_ap
     entry, now = _entry(signing), datetime.now(UTC)
     answer = CODEC.decode(_signed_then(key, sealing.Signer(HOLDER, signing), now, monkeypatch),
                           HolderLogAnswer)
-    checked = holder_logs.relayed_verified(key, answer, ("r-1",), acls.OVERSIGHT, entry, None)
+    checked = holder_logs.relayed_verified(key, answer, ("r-1",), acls.OVERSIGHT, entry, None,
+                                           now)
     assert checked == holder_logs.Checked((ENTRY,), unsigned=False)
     with pytest.raises(Forged, match="signed later than"):
         holder_logs.relayed_verified(key, answer, ("r-1",), acls.OVERSIGHT, entry,
-                                     now - CLOCK_SKEW - timedelta(seconds=1))
+                                     now - CLOCK_SKEW - timedelta(seconds=1), now)
     assert holder_logs.relayed_verified(key, answer, ("r-1",), acls.OVERSIGHT, _entry(None),
-                                        now - RENEWED).unsigned
+                                        now - RENEWED, now).unsigned

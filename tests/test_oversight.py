@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -28,7 +29,7 @@ from audit.cli import open_store
 from audit.heads import SignedHead
 from audit.merkle import verify_inclusion
 from audit.oversight import _Asking, _gathered, holder_logs
-from audit.oversight_cli import REFUSED, _shown, oversight_cli
+from audit.oversight_cli import FALSELY_REFUSED, REFUSED, _shown, oversight_cli
 from broker import acls, config, topics
 from broker.clients import KafkaAccess, at_end
 from broker.presence import BrokerGone
@@ -41,7 +42,7 @@ from portal.web import TEMPLATES
 from processors import directory
 from registry.residents import FourAttributes, Sex
 from renkei import sealing
-from renkei.holder_logs import Parties, seal, unsent
+from renkei.holder_logs import SUSPENDED, Parties, seal, unsent
 from renkei.town import Processes
 from schemas.codec import CODEC, MAX_BYTES, SchemaError
 from schemas.messages import HolderLogAnswer, HolderLogEntry, HolderLogRequest, Rejection
@@ -167,26 +168,37 @@ class ForgedFirst(NamedTuple):
     request_id: str
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def forged_first(clients: dict[str, HolderClient], platform: Processes) -> ForgedFirst:
-    """The oversight body's request for the town hall's log waiting in its inbox (its server
-    stopped), answers in its name written as the platform (not sealed, then too large,
-    unsigned), and its server started again (the session's client replaced): it answers."""
+async def _written_first(clients: dict[str, HolderClient],
+                         asking: Callable[[str], Coroutine[Any, Any, T]],
+                         written: Callable[[str], Sequence[HolderLogAnswer]]) -> tuple[T, str]:
+    """The oversight body `asking` for the town hall's log of a request it provided, its request
+    waiting in the town hall's inbox (its server stopped), the answers `written` to the part it
+    is asked in written as the platform, and its server started again (the session's client
+    replaced): it answers. What `asking` gave, and the request."""
     nenkin = clients["nenkin"]
     request_id = await ask(nenkin, bound(nenkin)[0], "P-037", "sakura-town", "local_tax")
     assert (await nenkin.outcome(request_id, 30)).status == "FOUND"
+    await _in_the_store({request_id})
     await clients["sakura-town"].stop()  # the oversight body's request waits in its inbox
     async with consumer(KafkaAccess.of(config.ADMIN), topics.inbox("sakura-town")) as inbox:
         await wait_assigned(inbox)
-        asking = asyncio.create_task(holder_logs(["sakura-town"], [request_id], _both, BASIS,
-                                                 within=30))
-        part = (await log_request(inbox, request_id)).request_id
+        asked = asyncio.create_task(asking(request_id))
+        part = (await log_request(inbox, request_id, within=60)).request_id
     async with producer(KafkaAccess.of(acls.PLATFORM)) as prod:
-        for too_large in (False, True):
-            forged = HolderLogAnswer(part, "sakura-town", datetime.now(UTC), (), None, too_large)
-            await prod.send_and_wait(topics.OVERSIGHT_IN, CODEC.encode(forged), key=part.encode())
+        for answer in written(part):
+            await prod.send_and_wait(topics.OVERSIGHT_IN, CODEC.encode(answer), key=part.encode())
     await _started(clients, "sakura-town")
-    return ForgedFirst(await asking, request_id)
+    return await asked, request_id
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def forged_first(clients: dict[str, HolderClient], platform: Processes) -> ForgedFirst:
+    """Answers in the town hall's name before its own: not sealed, then too large, unsigned."""
+    return ForgedFirst(*await _written_first(
+        clients, lambda request_id: holder_logs(["sakura-town"], [request_id], _both, BASIS,
+                                                within=30),
+        lambda part: [HolderLogAnswer(part, "sakura-town", datetime.now(UTC), (), None,
+                                      too_large) for too_large in (False, True)]))
 
 
 async def test_an_unsigned_answer_of_no_entries_in_a_holders_name_is_refused_as_forged(
@@ -200,6 +212,42 @@ async def test_an_unsigned_answer_of_no_entries_in_a_holders_name_is_refused_as_
     assert (found.not_sealed, found.too_large, found.missing) == ([], {}, [])
     assert found.forged == ["sakura-town"]
     assert [e.request_id for e in found.answers["sakura-town"]] == [forged_first.request_id]
+
+
+class FalselyRefused(NamedTuple):
+    """What `renkei oversight holder-logs` said (and its exit) of a request the holder provided,
+    the platform's refusal to ask it written before its own answer; the request."""
+
+    run: subprocess.CompletedProcess[str]
+    request_id: str
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def falsely_refused(clients: dict[str, HolderClient], platform: Processes
+                          ) -> FalselyRefused:
+    """The platform's refusal to ask the town hall, SUSPENDED, before its own answer, the
+    town hall active all the while."""
+    return FalselyRefused(*await _written_first(
+        clients, lambda request_id: asyncio.to_thread(
+            renkei, "oversight", "holder-logs", "--holder", "sakura-town", "--request",
+            request_id, "--basis", BASIS, "--within", "30", check=False),
+        lambda part: [HolderLogAnswer(part, "sakura-town", datetime.now(UTC), (),
+                                      refused=SUSPENDED, inactive_since=datetime.now(UTC))]))
+
+
+async def test_the_platforms_refusal_to_ask_a_holder_the_directory_shows_active_is_false(
+        falsely_refused: FalselyRefused) -> None:
+    """The platform's answer in a holder's stead, that it did not ask it (suspended, or not in
+    the directory), is unsigned: the platform wrote one for a holder active all the while, and
+    `renkei oversight holder-logs` took it (the holder shown refused since when the platform
+    said, its own answer after it passed over), so that the platform, which the oversight body
+    asks holders in order to check, could keep any holder from being asked. The directory, which
+    only the operators write, belies it: it is said false, the holder awaited still, exit 1."""
+    run, request_id = falsely_refused
+    shown = json.loads(run.stdout)
+    assert (run.returncode, shown["refused"], shown["missing"]) == (1, {}, [])
+    assert shown["falsely_refused"] == {"sakura-town": FALSELY_REFUSED}
+    assert [e["request_id"] for e in shown["answers"]["sakura-town"]] == [request_id]
 
 
 async def test_a_holders_log_too_large_for_one_message_is_asked_for_in_parts(
@@ -287,6 +335,7 @@ async def test_the_cli_shows_a_holder_with_no_key_to_seal_to_why_not_missing() -
     asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
                      lambda _: None, lambda: asyncio.sleep(0))
     asking.awaited = {("part-1", "keyless-holder"): ("r-1",), ("part-1", "nenkin"): ("r-1",)}
+    asking.asked_at = {"part-1": datetime.now(UTC)}
     await asking.take(CODEC.encode(HolderLogAnswer("part-1", "keyless-holder",
                                                    datetime.now(UTC), (), None)),
                       X25519PrivateKey.generate(), None)
@@ -585,6 +634,7 @@ async def test_the_cli_shows_only_the_entries_of_the_request_ids_it_asked_for() 
     asking = _Asking(BASIS, cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
                      lambda _: None, lambda: asyncio.sleep(0))
     asking.awaited = {("part-1", "nenkin"): ("r-1",)}
+    asking.asked_at = {"part-1": datetime.now(UTC)}
     await asking.take(CODEC.encode(HolderLogAnswer(
         "part-1", "nenkin", datetime.now(UTC), (), seal(public, "part-1", [entry, other]))), key,
         None)
