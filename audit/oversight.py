@@ -9,21 +9,19 @@ is the audit store's query.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, presence, topics
 from broker.clients import KafkaAccess, at_end, provisioned, read_topic, running
 from renkei import sealing
 from renkei.broker_time import appended_at
-from renkei.compacted import CompactedView, NotFollowing, holder_directory
+from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Directory, send
 from renkei.holder_logs import (
     Checked,
@@ -33,6 +31,7 @@ from renkei.holder_logs import (
     Parties,
     each_own,
     holders_only,
+    judged_again,
     relayed_verified,
     unsent,
 )
@@ -143,22 +142,11 @@ class _Asking:
 
     async def _verified(self, key: X25519PrivateKey, answer: HolderLogAnswer,
                         asked: tuple[str, ...], relayed: datetime | None) -> Checked:
-        """relayed_verified by its holder's directory entry; refused as forged (a false refusal
-        of the platform's among them), judged again once the directory is read to its end: a
-        holder signs with keys renewed as soon as the directory publishes them, and the platform
-        refuses to ask one as soon as it publishes its suspension, which the command may not
-        have read yet when the answer comes. If the directory cannot be read to its end (the
-        broker away, the view stopped), the refusal stands."""
-        def judged() -> Checked:
-            return relayed_verified(key, answer, asked, acls.OVERSIGHT, self.entry(answer.holder),
-                                    relayed, self.asked_at[answer.request_id])
-
-        try:
-            return judged()
-        except Forged:
-            with contextlib.suppress(KafkaError, NotFollowing):
-                await self.read_to_end()
-        return judged()
+        """relayed_verified by its holder's directory entry as the command follows it, judged
+        again once the directory is read to its end if refused (judged_again)."""
+        return await judged_again(lambda: relayed_verified(
+            key, answer, asked, acls.OVERSIGHT, self.entry(answer.holder), relayed,
+            self.asked_at[answer.request_id]), self.read_to_end)
 
 
 def _noted(holders: list[str], holder: str) -> None:

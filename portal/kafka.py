@@ -97,14 +97,15 @@ def holders_to_ask(named: Sequence[str]) -> tuple[str, ...]:
 
 class HolderLogs:
     """Requests for holder-side logs on one topic pair, and their answers (sealed to `key`, and
-    signed by their holders with the signing keys their `entry` in the directory publishes),
-    kept in the portal's inbox for `kept` (its book: the answers topic)."""
+    signed by their holders with the signing keys their `entry` in the directory publishes, as
+    the portal's view of it holds them, `read_to_end` reading it to its end), kept in the
+    portal's inbox for `kept` (its book: the answers topic)."""
 
     def __init__(self, access: KafkaAccess, out: str, into: str, key: X25519PrivateKey,
                  inbox: Inbox, kept: timedelta, on_answer: OnAnswer | None = None, *,
-                 entry: Directory) -> None:
+                 entry: Directory, read_to_end: Callable[[], Awaitable[None]]) -> None:
         self._access, self._out, self._in, self._key = access, out, into, key
-        self._entry = entry
+        self._entry, self._read_to_end = entry, read_to_end
         self._inbox, self._kept, self._on_answer = inbox, kept, on_answer
         self._producer: AIOKafkaProducer = producer_for(access)
         self._task: asyncio.Task[None] | None = None
@@ -296,7 +297,7 @@ class HolderLogs:
             asked = await self._inbox.asked(self._in, answer.request_id)
             if asked is None or not taken(asked, answer.holder, self._since()):
                 return None
-            self._verified(answer, asked, relayed)
+            await self._verified(answer, asked, relayed)
             why = holder_logs.unsent(answer)
             if why is not None:
                 log.warning("%s sent no entries for %s on %s: %s", answer.holder,
@@ -309,15 +310,17 @@ class HolderLogs:
             log.warning("an unreadable answer on %s: %s", self._in, exc)
             return None
 
-    def _verified(self, answer: HolderLogAnswer, asked: Asked, relayed: datetime | None
-                  ) -> None:
+    async def _verified(self, answer: HolderLogAnswer, asked: Asked, relayed: datetime | None
+                        ) -> None:
         """The answer (its entries opened, or why it has none) checked as its holder's as of
         `relayed` (holder_logs.Forged if not), or said unsigned if its holder's entry has no
         signing key; the platform's refusal in its stead, judged by its entry from the request's
-        asking (holder_logs.FalseRefusal if belied)."""
-        if holder_logs.relayed_verified(self._key, answer, asked.request_ids,
-                                        self._access.principal, self._entry(answer.holder),
-                                        relayed, asked.at).unsigned:
+        asking (holder_logs.FalseRefusal if belied). Refused, it is judged again once the
+        directory is read to its end (holder_logs.judged_again): its record is marked read
+        after, and it is never judged again."""
+        if (await holder_logs.judged_again(lambda: holder_logs.relayed_verified(
+                self._key, answer, asked.request_ids, self._access.principal,
+                self._entry(answer.holder), relayed, asked.at), self._read_to_end)).unsigned:
             log.warning("%s's answer to %s on %s is taken unsigned: its directory entry has no "
                         "signing key (the platform could have made it)", answer.holder,
                         answer.request_id, self._in)
@@ -370,12 +373,14 @@ class Platform:
         key = sealing.key_of(acls.PORTAL)
         self.applications = HolderLogs(portal, topics.PORTAL_OUT, topics.PORTAL_IN, key, inbox,
                                        APPLICATIONS_KEPT, self._answered,
-                                       entry=self.holder_entry)
+                                       entry=self.holder_entry,
+                                       read_to_end=self.directory.read_to_end)
         self.registry = Asking(portal, REGISTRY, self.holder_entry, self._producer)
         self.authority = Asking(portal, AUTHORITY, self.holder_entry, self._producer)
         self.oversight = HolderLogs(oversight, topics.OVERSIGHT_OUT, topics.OVERSIGHT_IN,
                                     sealing.key_of(acls.OVERSIGHT), inbox, OVERSIGHT_KEPT,
-                                    entry=self.holder_entry)
+                                    entry=self.holder_entry,
+                                    read_to_end=self.directory.read_to_end)
         self.alerts = AlertFeed(oversight)
         # the heads topic, read as the oversight body; where its check stands kept in the inbox
         self.anchor = anchor.AnchorCheck(oversight, inbox)

@@ -16,16 +16,19 @@ terminals are for the oversight body only).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from aiokafka.errors import KafkaError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
 from renkei import sealing, signers
+from renkei.compacted import NotFollowing
 from renkei.envelope import Directory
 from renkei.suspensions import active_at, active_between, suspension_at
 from renkei.windows import CLOCK_SKEW
@@ -247,6 +250,22 @@ def relayed_verified(key: X25519PrivateKey, answer: HolderLogAnswer, asked: Coll
                 lambda signed_at: unsent_bytes(to, signed_by.holder, answer.request_id, why,
                                                signed_at))
     return Checked((), signed_by is None)
+
+
+async def judged_again(judged: Callable[[], Checked],
+                       read_to_end: Callable[[], Awaitable[None]]) -> Checked:
+    """An answer `judged` by a reader's view of the holder directory (relayed_verified) and,
+    refused as forged (a false refusal among them), judged again once the view is read to its
+    end (`read_to_end`): a holder signs with keys renewed as soon as the directory publishes
+    them, and the platform refuses to ask one as soon as it publishes its suspension, which the
+    reader may not have read yet when the answer comes. If the view cannot be read to its end
+    (the broker away, the view stopped), the refusal stands."""
+    try:
+        return judged()
+    except Forged:
+        with contextlib.suppress(KafkaError, NotFollowing):
+            await read_to_end()
+    return judged()
 
 
 class Forged(sealing.CannotOpen):

@@ -6,7 +6,7 @@ applications) refuse one it did not sign. Pure: the crypto is, the readers' taki
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from broker.credentials import Credentials
 from portal.inbox import APPLICATIONS_KEPT, Asked, Inbox
 from portal.kafka import HolderLogs
 from renkei import holder_logs, sealing
+from renkei.envelope import Directory
 from renkei.holder_logs import MARK, SUSPENDED, Forged
 from renkei.signers import of_holder
 from renkei.windows import CLOCK_SKEW, SIGNING_GRACE
@@ -56,16 +57,23 @@ def _answer(asker_key: X25519PrivateKey, entries: list[HolderLogEntry],
                                                              request_id, entries, signer)))
 
 
-def _asking(entry: HolderEntry, read: HolderEntry | None = None) -> _Asking:
-    """The oversight body asking the holder of directory `entry`; its directory read to its end,
-    `read` if given."""
+def _followed(entry: HolderEntry | None, read: HolderEntry | None
+              ) -> tuple[Directory, Callable[[], Awaitable[None]]]:
+    """A reader's view of the holder's directory `entry`, and its reading to its end, after
+    which it holds `read` if given."""
     directory = {HOLDER: entry}
 
     async def read_to_end() -> None:
         directory[HOLDER] = read or directory[HOLDER]
 
+    return directory.get, read_to_end
+
+
+def _asking(entry: HolderEntry, read: HolderEntry | None = None) -> _Asking:
+    """The oversight body asking the holder of directory `entry`; its directory read to its end,
+    `read` if given."""
     asking = _Asking("basis", cast(AIOKafkaProducer, None), audit.oversight.HolderLogs(),
-                     directory.get, read_to_end)
+                     *_followed(entry, read))
     asking.awaited, asking.asked_at = {(PART, HOLDER): ("r-1",)}, {PART: datetime.now(UTC)}
     return asking
 
@@ -144,8 +152,7 @@ async def test_my_portal_refuses_an_answer_of_no_entries_its_holder_did_not_sign
     holder's own answer not taken after it). It is not taken; the holder's own, signed, is."""
     key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     await inbox.add("in", Asked("a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "ABC98765XYZ"))
-    portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
-                        key, inbox, APPLICATIONS_KEPT, entry={HOLDER: _entry(signing)}.get)
+    portal = _portal(key, inbox, _entry(signing))
     assert await portal._taken(_unsent(None, request_id=MARK + "a-1"), None) is None
     taken = await portal._taken(_unsent(sealing.Signer(HOLDER, signing),
                                         request_id=MARK + "a-1"), None)
@@ -191,9 +198,7 @@ async def test_my_portal_refuses_the_platforms_refusal_of_a_holder_the_directory
     refusal = CODEC.encode(HolderLogAnswer("a-1", HOLDER, datetime.now(UTC), (),
                                            refused=SUSPENDED, inactive_since=asked_at))
     for listed, said in ((entry, taken), (None, True)):
-        portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out",
-                            "in", X25519PrivateKey.generate(), inbox, APPLICATIONS_KEPT,
-                            entry={HOLDER: listed}.get)
+        portal = _portal(X25519PrivateKey.generate(), inbox, listed)
         assert (await portal._taken(refusal, None) is not None) == said
 
 
@@ -254,6 +259,15 @@ def test_one_signed_before_its_holders_renewal_is_taken_within_the_grace_alone()
                              of_holder(HOLDER, leaked, now), now + CLOCK_SKEW)
 
 
+def _portal(key: X25519PrivateKey, inbox: Inbox, entry: HolderEntry | None,
+            read: HolderEntry | None = None) -> HolderLogs:
+    """My Portal's answers to residents' applications, sealed to `key`, kept in `inbox`, judged
+    by the holder's directory `entry`; its directory read to its end, `read` if given."""
+    entries, read_to_end = _followed(entry, read)
+    return HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
+                      key, inbox, APPLICATIONS_KEPT, entry=entries, read_to_end=read_to_end)
+
+
 @pytest.fixture
 async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
     made = Inbox(tmp_path / "inbox.db")
@@ -268,8 +282,7 @@ async def test_my_portal_refuses_a_forged_answer_to_a_residents_application(
     signed by the holder is not taken (the holder awaited still); the holder's own is."""
     key, signing = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     await inbox.add("in", Asked("a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "ABC98765XYZ"))
-    portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
-                        key, inbox, APPLICATIONS_KEPT, entry={HOLDER: _entry(signing)}.get)
+    portal = _portal(key, inbox, _entry(signing))
     application = MARK + "a-1"
     assert await portal._taken(_answer(key, [LIE], None, application), None) is None
     assert await portal._taken(_answer(key, [LIE], sealing.Signer(
@@ -278,6 +291,29 @@ async def test_my_portal_refuses_a_forged_answer_to_a_residents_application(
                                         application), None)
     assert taken is not None and holder_logs.opened(key, taken[1], ("r-1",)) == (
         replace(ENTRY, operator="", terminal=""),)
+
+
+async def test_my_portal_judges_an_answer_signed_with_keys_its_view_has_not_read_again(
+        inbox: Inbox) -> None:
+    """A holder signs with keys renewed as soon as the directory publishes them: its answer to
+    a resident's application may come before the portal's view of the directory has read the
+    renewal, and it was refused as forged by the entry the view had and its record marked read,
+    the holder's answer lost for good (the resident shown it overdue). Refused, it is judged
+    again once the view is read to its end: signed by the renewed key, kept; a forgery is not."""
+    key, old, new = (X25519PrivateKey.generate(), Ed25519PrivateKey.generate(),
+                     Ed25519PrivateKey.generate())
+    renewed = replace(_entry(new), previous_signing_key=sealing.public_bytes(old),
+                      signing_renewed_at=datetime.now(UTC))
+    for request_id in ("a-1", "a-2"):
+        await inbox.add("in", Asked(request_id, datetime.now(UTC), (HOLDER,), ("r-1",),
+                                    "ABC98765XYZ"))
+    portal = _portal(key, inbox, _entry(old), read=renewed)
+    await portal._take(0, 0, _answer(key, [ENTRY], sealing.Signer(HOLDER, new), MARK + "a-1"),
+                       None)
+    await portal._take(0, 1, _answer(key, [LIE], sealing.Signer(
+        HOLDER, Ed25519PrivateKey.generate()), MARK + "a-2"), None)
+    kept = [await inbox.asked("in", request_id) for request_id in ("a-1", "a-2")]
+    assert [a is not None and HOLDER in a.answers for a in kept] == [True, False]
 
 
 def _signed_then(key: X25519PrivateKey, signer: sealing.Signer, at: datetime,
@@ -336,8 +372,7 @@ async def test_my_portal_judges_an_answer_signed_before_a_renewal_by_its_relayin
     entry = _renewed(old)
     assert entry.signing_renewed_at is not None
     await inbox.add("in", Asked("a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "ABC98765XYZ"))
-    portal = HolderLogs(KafkaAccess("127.0.0.1:9", Credentials(acls.PORTAL, "-")), "out", "in",
-                        key, inbox, APPLICATIONS_KEPT, entry={HOLDER: entry}.get)
+    portal = _portal(key, inbox, entry)
     await portal._take(0, 0, _signed_before_renewal(key, entry, old, monkeypatch, MARK + "a-1"),
                        entry.signing_renewed_at + relayed_after)
     asked = await inbox.asked("in", "a-1")

@@ -306,7 +306,8 @@ async def test_the_console_shows_a_holder_that_sent_no_entries_why_not_pending_f
         inbox = Inbox(tmp_path / "inbox.db")
         console = HolderLogs(KafkaAccess.of(acls.OVERSIGHT), topics.OVERSIGHT_OUT,
                              topics.OVERSIGHT_IN, sealing.key_of(acls.OVERSIGHT), inbox,
-                             OVERSIGHT_KEPT, entry=lambda _: None)
+                             OVERSIGHT_KEPT, entry=lambda _: None,
+                             read_to_end=lambda: asyncio.sleep(0))
         await console.start()
         try:
             too_large = await console.ask(("sakura-town", "nenkin"), many, BASIS)

@@ -76,7 +76,8 @@ def _portals(key: X25519PrivateKey, inbox: Inbox, access: KafkaAccess | None = N
 
     def portal() -> HolderLogs:
         return HolderLogs(access or KafkaAccess.of(acls.PORTAL), out, topics.PORTAL_IN, key,
-                          inbox, APPLICATIONS_KEPT, audit_write, entry=lambda _: None)
+                          inbox, APPLICATIONS_KEPT, audit_write, entry=lambda _: None,
+                          read_to_end=lambda: asyncio.sleep(0))
 
     return portal, logged
 
@@ -295,7 +296,8 @@ async def test_holders_not_answered_in_time_are_shown_overdue_those_in_time_awai
     inbox, now = Inbox(tmp_path / "inbox.db"), datetime.now(UTC)
     key = X25519PrivateKey.generate()
     logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
-                      inbox, APPLICATIONS_KEPT, entry=lambda _: None)
+                      inbox, APPLICATIONS_KEPT, entry=lambda _: None,
+                      read_to_end=lambda: asyncio.sleep(0))
     late = Asked("late", now - ANSWER_WITHIN - timedelta(seconds=1), ("city-a", "city-b"),
                  ("rq-1",), PERSON)
     try:
@@ -316,7 +318,8 @@ async def test_an_answer_with_entries_of_another_exchange_shows_only_those_asked
     Only the entries of the requests asked about are shown."""
     inbox, key = Inbox(tmp_path / "inbox.db"), X25519PrivateKey.generate()
     logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
-                      inbox, APPLICATIONS_KEPT, entry=lambda _: None)
+                      inbox, APPLICATIONS_KEPT, entry=lambda _: None,
+                      read_to_end=lambda: asyncio.sleep(0))
     asked = [Asked(rid, datetime.now(UTC), ("city-a",), (about,), PERSON)
              for rid, about in (("mine", "rq-1"), ("other", "rq-2"))]
     try:
@@ -337,7 +340,8 @@ async def test_a_service_named_on_an_entry_is_not_asked_for_its_side_of_the_log(
     for good. Only holders are asked, by the portal as by the oversight console."""
     inbox = Inbox(tmp_path / "inbox.db")
     logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN,
-                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT, entry=lambda _: None)
+                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT, entry=lambda _: None,
+                      read_to_end=lambda: asyncio.sleep(0))
     await logs.start()
     try:
         asked = await logs.ask(("sakura-town", acls.AUTHORITY, acls.OVERSIGHT), ["rq-1"],
@@ -357,7 +361,8 @@ async def test_a_request_naming_no_holder_is_neither_kept_logged_nor_sent(
     nothing in it. Now NoHolder, before anything is kept, logged or sent."""
     inbox, logged = Inbox(tmp_path / "inbox.db"), list[Asked]()
     logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN,
-                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT, entry=lambda _: None)
+                      sealing.key_of(acls.PORTAL), inbox, APPLICATIONS_KEPT, entry=lambda _: None,
+                      read_to_end=lambda: asyncio.sleep(0))
     platform = KafkaAccess.of(acls.PLATFORM)  # the reader of the portal's requests
     await logs.start()
     try:
@@ -454,7 +459,8 @@ async def test_an_answer_the_inbox_could_not_keep_for_a_while_is_kept_once_it_ca
 
     holders = ("test-holder-a", "test-holder-b")
     logs = HolderLogs(KafkaAccess.of(acls.PORTAL), topics.PORTAL_OUT, topics.PORTAL_IN, key,
-                      inbox, APPLICATIONS_KEPT, audit_write, entry=lambda _: None)
+                      inbox, APPLICATIONS_KEPT, audit_write, entry=lambda _: None,
+                      read_to_end=lambda: asyncio.sleep(0))
     await logs.start()
     try:
         asked = await logs.ask(holders, ["rq-1"], "basis", person=PERSON)
@@ -652,7 +658,8 @@ async def test_a_request_to_a_suspended_holder_is_refused_at_once_and_logged(
     the holder is suspended, and logs the refusal; the active holder is asked."""
     inboxes = {asker: Inbox(tmp_path / f"{asker}.db") for asker in ASKERS}
     askers = {asker: HolderLogs(KafkaAccess.of(asker), out, into, sealing.key_of(asker),
-                                inboxes[asker], kept, entry=lambda _: None)
+                                inboxes[asker], kept, entry=lambda _: None,
+                                read_to_end=lambda: asyncio.sleep(0))
               for asker, (out, into, kept, _) in ASKERS.items()}
     for logs in askers.values():
         await logs.start()
@@ -689,7 +696,8 @@ async def test_a_request_to_a_holder_not_in_the_directory_is_logged_refused_as_n
     for asker, (out, into, kept, person) in ASKERS.items():
         inbox = Inbox(tmp_path / f"{asker}.db")
         logs = HolderLogs(KafkaAccess.of(asker), out, into, sealing.key_of(asker), inbox, kept,
-                          entry=lambda _: None)
+                          entry=lambda _: None,
+                          read_to_end=lambda: asyncio.sleep(0))
         await logs.start()
         try:
             asked = await logs.ask((unlisted,), ["rq-1"], "basis", person=person)

@@ -88,7 +88,8 @@ async def test_a_failed_audit_write_neither_shows_the_answer_unlogged_nor_stops_
     access = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
     inbox = Inbox(tmp_path / "inbox.db")
     logs = portal_kafka.HolderLogs(access, "out", "in", key, inbox, APPLICATIONS_KEPT,
-                                   audit_write, entry=lambda _: None)
+                                   audit_write, entry=lambda _: None,
+                                   read_to_end=lambda: asyncio.sleep(0))
 
     async def complete(asked: Asked) -> bool:
         return all(s.asked.complete for s in await logs.of_person([asked.person or ""]))
@@ -124,7 +125,8 @@ async def _sending(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, happened: li
     access = KafkaAccess("127.0.0.1:9", Credentials("portal", "-"))
     inbox = Inbox(tmp_path / "inbox.db")
     logs = portal_kafka.HolderLogs(access, "out", "in", X25519PrivateKey.generate(), inbox,
-                                   APPLICATIONS_KEPT, entry=lambda _: None)
+                                   APPLICATIONS_KEPT, entry=lambda _: None,
+                                   read_to_end=lambda: asyncio.sleep(0))
     await logs.start()
     try:
         yield logs
