@@ -219,8 +219,9 @@ class Outflow:
         given up should it be set first, and nothing committed: a broker away would keep the
         service from stopping (its processes killed GRACE_SECONDS later); the effects are still
         waited for by the last commit (last_commit), the records handled again if it cannot. A
-        commit's request, once made, is not given up by a stop: aiokafka shields it, and one cut
-        short would fail unheard (its failure never retrieved). A partition no longer assigned
+        commit's request, once made, is not given up by this wait; a batch cut short at a stop
+        (stopped_within) gives it up, and aiokafka's shield lets it end, its failure taken as
+        told. A partition no longer assigned
         here once its position is known (position_if_assigned) is not committed by this member:
         its next owner handles its records again."""
         if not self._handled or (
@@ -297,17 +298,18 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
                 following: Sequence[CompactedView[Any]] = (), note: Note | None = None,
                 idle: Idle | None = None) -> bool:
     """Run until `stop` is set; offsets are committed only after the effects are delivered,
-    with `note`'s text when given. Whether the broker was reached by each step of the stop
-    (stopped_within, last_commit, the clients closed): its owner's own steps after it need not
-    wait for one found away. With `idle`, when a poll finds nothing and no record is left
+    with `note`'s text when given. With `idle`, when a poll finds nothing and no record is left
     to read (at most every IDLE_SECONDS), it is told as of when (read_to_the_end).
     Effects go through `producer` when given (started and stopped by its owner, who sends its
     own records through it too: one produce stream, fewer requests to the broker). Stops with
-    NotFollowing if a view the handler reads from (`following`) stops being kept up to date."""
+    NotFollowing if a view the handler reads from (`following`) stops being kept up to date.
+    Whether each step of its stop ended in time (its batch: stopped_within; the last commit; the
+    clients closed): one that did not waited, most likely, for the broker, which its owner's own
+    steps after it need not wait for again."""
     consumer = consumer_for(access, topics_in, group, instance=instance, gather_ms=gather_ms)
     sender = producer or producer_for(access)
     outflow = Outflow(consumer, sender, note=note)
-    reached = True  # the broker, by each step of the stop
+    reached = True  # by each step of the stop, in time (the broker, most likely)
     idled = time.monotonic() - IDLE_SECONDS
 
     async def start() -> None:
@@ -383,7 +385,8 @@ async def stopped_within(stop: asyncio.Event, serving: Awaitable[None],
             await cancelled(task)
     if task.cancelled():
         log.info("the service's batch was given up at shutdown, %g s after it was told to stop "
-                 "(the broker away): what it handled is handled again", within)
+                 "(waiting, most likely, for the broker): what it handled is handled again",
+                 within)
         return False
     task.result()
     return True
