@@ -1434,8 +1434,9 @@ async def test_a_renewal_whose_key_file_is_missing_or_damaged_is_waited_out_no_k
     server read its key files with nothing of its own around it. One damaged (a file not whole)
     raised BadSealingKey and ended the server; one missing had a new key made and written into
     it, which no one published. It goes on with the keys it has, makes none, says why, and
-    reads them again later; a change of the directory that leaves its keys as they are is let
-    be."""
+    reads them again later, within the signing grace of the renewal its entry names (past it,
+    test_renewal_unread: it stops); a change of the directory that leaves its keys as they are
+    is let be."""
     own = (sealing.public_bytes(client._key), sealing.public_bytes(client._signing))
     in_directory(client, own[0], HOLDER, own[1])
     renewal = asyncio.create_task(client._renewed())
@@ -1447,15 +1448,15 @@ async def test_a_renewal_whose_key_file_is_missing_or_damaged_is_waited_out_no_k
         signing = sealing.key_file(HOLDER, sealing.SIGNING)
         with caplog.at_level(logging.WARNING, "holders.client"):
             signing.write_text('{"private": "ab')  # damaged
-            published(client, HOLDER, *renewed)
+            published(client, HOLDER, *renewed, renewed_from=own[1])
             await asyncio.sleep(0.05)
             assert not renewal.done()
             signing.unlink()  # missing
-            published(client, HOLDER, *renewed)
+            published(client, HOLDER, *renewed, renewed_from=own[1])
             await asyncio.sleep(0.05)
         assert not renewal.done() and not signing.exists()
         assert (sealing.public_bytes(client._key), sealing.public_bytes(client._signing)) == own
-        assert "cannot be read" in caplog.text and "goes on with its own" in caplog.text
+        assert "cannot be read" in caplog.text and "answers with its own" in caplog.text
     finally:
         renewal.cancel()
         await asyncio.wait({renewal})
@@ -1493,9 +1494,16 @@ async def test_an_answer_sealed_to_its_renewed_key_before_the_server_switched_is
 
 
 def published(client: HolderClient, holder: str, public_key: bytes,
-              signing_key: bytes | None = None) -> None:
-    """An entry read by the client's directory view as it follows the topic (its version on)."""
+              signing_key: bytes | None = None, renewed_from: bytes | None = None) -> None:
+    """An entry read by the client's directory view as it follows the topic (its version on);
+    with `renewed_from`, as `renkei holder renew` publishes it now: that signing key its key
+    before."""
     in_directory(client, public_key, holder, signing_key)
+    if renewed_from is not None:
+        key = holder.encode()
+        client.directory.entries[key] = replace(client.directory.entries[key],
+                                                previous_signing_key=renewed_from,
+                                                signing_renewed_at=datetime.now(UTC))
     client.directory.version += 1
     client.directory._changed.set()
 
