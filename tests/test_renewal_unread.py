@@ -17,6 +17,7 @@ from holders.client import HolderClient
 from holders.store import SENT, HolderStore
 from processors import directory
 from renkei import sealing
+from renkei.cli import _said
 from renkei.tasks import cancelled
 from tests.kafka_helpers import renkei
 from tests.test_holder_renew import _seen
@@ -108,6 +109,7 @@ async def test_a_renewed_key_file_unread_stops_the_server_with_an_error_and_lose
     assert unread.status == SENT
     assert type(unread.ended).__name__ == "RenewalNotTaken", unread.ended
     assert f"the answer to request {unread.request_id} cannot be opened" in str(unread.ended)
+    _said_in_one_line(unread.ended)
     outcome = await clients[HOLDER].outcome(unread.request_id, 30)
     assert outcome.status == "FOUND"
 
@@ -139,3 +141,11 @@ async def test_a_server_that_cannot_take_its_renewed_keys_stops_once_its_answers
     assert type(past_grace).__name__ == "RenewalNotTaken", past_grace
     assert "its requesters refuse the answers it signs with its own" in str(past_grace)
     assert "restore the key and password files" in str(past_grace)
+    _said_in_one_line(past_grace)
+
+
+def _said_in_one_line(ended: BaseException | None) -> None:
+    """The CLI (`renkei holder run`) says what stopped the server in one line, no traceback."""
+    assert isinstance(ended, Exception)
+    said = _said(ended)
+    assert said == str(ended) and "\n" not in said, said
