@@ -257,18 +257,20 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
                 instance=member_id(instance), gather_ms=GATHER_MS, producer=alerts,
                 note=store.commit_note, idle=caught_up)))
     finally:
+        anchored = reached
         try:
             await cancelled(detecting)
             if signing is not None:  # the producer started, the store found whole
                 await cancelled(signing)
                 signed = store.head()  # LostEntries: none signed
                 if reached:
-                    await anchor.publish(signed, STOP_SECONDS)
+                    anchored = await anchor.publish(signed, STOP_SECONDS)
                 else:  # its stop found the broker away, most likely: not waited for again
                     log.warning("the head of size %d is not anchored at the stop (the broker "
                                 "not reached): the next start's will be", signed.head.size)
-        finally:  # bounded: a broker away would hold stop() until it came back
-            await close_producer(alerts)
+        finally:  # bounded: a broker away would hold stop() until it came back; one that did
+            # not take the last head just now (or the consumer's stop) is not waited for again
+            await close_producer(alerts, away=not anchored)
 
 
 async def main(store: AuditStore, instance: str, head_seconds: float, rules: Rules,

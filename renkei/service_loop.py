@@ -406,13 +406,15 @@ async def last_commit(outflow: Outflow, within: float = STOP_SECONDS) -> bool:
     return True
 
 
-async def close_producer(producer: AIOKafkaProducer, within: float = STOP_SECONDS) -> bool:
+async def close_producer(producer: AIOKafkaProducer, within: float = STOP_SECONDS,
+                         away: bool = False) -> bool:
     """Stop `producer`: what it holds goes if the broker takes it within `within` seconds (its
-    stop() would wait for a broker away for good); else each send still held fails
+    stop() would wait for a broker away for good); else, or at once if the broker is `away`
+    (it did not take a delivery of the stop just now), each send still held fails
     (KafkaConnectionError, to whoever awaits it) and the producer is closed without them.
     Whether everything it held went."""
     stopping = asyncio.ensure_future(producer.stop())
-    if (await asyncio.wait({stopping}, timeout=within))[0]:
+    if not away and (await asyncio.wait({stopping}, timeout=within))[0]:
         return _ended_cleanly(stopping)
     producer._message_accumulator.fail_all(  # aiokafka: no other way
         KafkaConnectionError("the producer was closed with the broker away"))

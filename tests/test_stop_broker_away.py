@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,9 @@ from typing import Any
 
 import pytest
 
+from audit.anchor import LEAST_HEAD_SECONDS, anchored_heads
+from audit.cli import open_store
+from audit.consumer import run as audit_run
 from broker import acls, config, process, topics
 from broker.clients import KafkaAccess, records_up_to, running
 from broker.ports import free_port_pair
@@ -32,8 +36,10 @@ from renkei.envelope import Send
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import AWAY_AT_STOP, STOP_SECONDS, deliver, producer_for, serve
 from renkei.state import state_folder
+from renkei.tasks import cancelled, set_or_failed
 from tests.kafka_helpers import consumer, spawn, stopped, wait_assigned
 from tests.loop_helpers import Deadline
+from tests.test_audit_store import event, item
 
 HOLDER = "sakura-town"
 GROUPS = {"platform run": acls.PLATFORM_APP, "audit run": acls.AUDIT_GROUP,
@@ -242,3 +248,32 @@ async def test_a_batch_waiting_for_a_stalled_broker_gives_way_to_the_stop(
     print(f"\nserve ended {took:.1f} s after it began, its batch waiting for the broker stalled")
     assert reached is False
     assert took < 4 * STOP_SECONDS
+
+
+async def test_the_audit_consumer_stopped_with_the_broker_away_waits_once_for_its_last_head(
+        own_broker: tuple[int, int], caplog: pytest.LogCaptureFixture) -> None:
+    """Stopped with the broker away and a head to anchor, the audit consumer waited STOP_SECONDS
+    for the broker to take it, then as long again for the same head as it closed its producer:
+    with its consumer's own waits, past STOPS_WITHIN under load (`audit run` above). What the
+    broker did not take just then is not waited for again."""
+    process.up(*own_broker, tethered=True)
+    stop, ready, access = asyncio.Event(), asyncio.Event(), KafkaAccess.of(acls.AUDIT)
+    with open_store(None, create=True) as store:
+        running = asyncio.create_task(
+            audit_run(store, access, stop, LEAST_HEAD_SECONDS, ready=ready))
+        try:
+            await set_or_failed(ready, running)
+            deadline = Deadline(STOPS_WITHIN, "a head anchored (the town's publication logged)")
+            while not await anchored_heads(access):  # the heads topic known to its producer
+                deadline.check("none")
+                await asyncio.sleep(0.2)
+            await asyncio.to_thread(process.down)
+            store.append(*item(event(1)))  # a head due at the stop
+            with caplog.at_level(logging.WARNING, "audit.anchor"):
+                stop.set()
+                await running
+            ended = time.time()
+        finally:
+            await cancelled(running)
+    *_, unanchored = [r for r in caplog.records if "is not anchored" in r.getMessage()]
+    assert ended - unanchored.created < STOP_SECONDS / 2, f"{ended - unanchored.created:.1f} s"
