@@ -374,7 +374,7 @@ def person_of(given: str) -> str:
     return given
 
 
-@audit_cli.command(cls=OnStdin)
+@audit_cli.command(cls=OnStdin, short_help="One page of entries in time order, proved, as JSON.")
 @store_option
 @click.option("--person", is_flag=True,
               help="one person's entries, their ID code on stdin or at the prompt")

@@ -418,10 +418,10 @@ async def test_a_directory_view_behind_holds_the_platform_up_once_and_briefly(
     here) is judged by as it is, said once, and not waited for again until it has read to the
     end that wait asked for, said once too (an operator saw it given up, never that it caught
     up); then each wait is a look-up of the end."""
-    monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 0.3)
     views = _instance()
     caplog.set_level(logging.INFO, logger=platform_module.__name__)
     async with running(views, KafkaAccess.of(acls.PLATFORM)):
+        monkeypatch.setattr(platform_module, "DIRECTORY_WAIT", 0.3)  # not the start's own read
         consumer = views.directory._consumer
         assert consumer is not None
         consumer.pause(*consumer.assignment())
