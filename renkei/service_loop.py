@@ -129,9 +129,10 @@ def terminated_as_interrupted() -> Iterator[None]:
 
 
 def _told(producer: AIOKafkaProducer) -> None:
-    """The failure of a producer fenced off, which aiokafka (0.14) leaves on futures no one
-    awaits, its transaction's end and each failed batch's drain, taken as told (else asyncio
-    logs each, a traceback, as never retrieved)."""
+    """The failure of a producer fenced off, or closed with what it held failed (close_producer),
+    which aiokafka (0.14) leaves on futures no one awaits, its transaction's end and each failed
+    batch's drain (one sent once, put back to be sent again), taken as told (else asyncio logs
+    each, a traceback, as never retrieved)."""
     accumulator = producer._message_accumulator
     for future in [producer._txn_manager.wait_for_transaction_end(),
                    *(batch._drain_waiter for batches in accumulator._batches.values()
@@ -416,8 +417,11 @@ async def close_producer(producer: AIOKafkaProducer, within: float = STOP_SECOND
     stopping = asyncio.ensure_future(producer.stop())
     if not away and (await asyncio.wait({stopping}, timeout=within))[0]:
         return _ended_cleanly(stopping)
-    producer._message_accumulator.fail_all(  # aiokafka: no other way
+    accumulator = producer._message_accumulator
+    accumulator._pending_batches = _TakenOutOnce(accumulator._pending_batches)
+    accumulator.fail_all(  # aiokafka: no other way
         KafkaConnectionError("the producer was closed with the broker away"))
+    _told(producer)
     sender = producer._sender  # closed, its sender task ends in an error (a produce request
     if sender is not None and sender.sender_task is not None:  # cut short) whose callback
         sender.sender_task.remove_done_callback(sender._fail_all)  # raises (aiokafka 0.14)
@@ -428,6 +432,17 @@ async def close_producer(producer: AIOKafkaProducer, within: float = STOP_SECOND
     await asyncio.wait({stopping}, timeout=within)
     await _quietly(producer.client.close(), within)
     return False
+
+
+class _TakenOutOnce(set[Any]):
+    """aiokafka 0.14's batches in flight, where a batch sent, its request failed (the broker
+    gone) and put back to be sent again (reenqueue: taken out) is taken out again as fail_all
+    fails it, by the callback its first sending left: a KeyError's traceback on the event loop
+    (a holder's stop, under load); and one failed while it waits to be put back, by reenqueue.
+    Here a batch not in it is taken out as it is: it is not."""
+
+    def remove(self, batch: Any) -> None:
+        self.discard(batch)
 
 
 async def close_consumer(consumer: AIOKafkaConsumer, within: float = STOP_SECONDS) -> bool:

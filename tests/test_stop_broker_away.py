@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from audit.anchor import LEAST_HEAD_SECONDS, anchored_heads
 from audit.cli import open_store
@@ -34,7 +35,14 @@ from renkei import groups
 from renkei import town as town_setup
 from renkei.envelope import Send
 from renkei.exchanges import staff as staff_of
-from renkei.service_loop import AWAY_AT_STOP, STOP_SECONDS, deliver, producer_for, serve
+from renkei.service_loop import (
+    AWAY_AT_STOP,
+    STOP_SECONDS,
+    close_producer,
+    deliver,
+    producer_for,
+    serve,
+)
 from renkei.state import state_folder
 from renkei.tasks import cancelled, set_or_failed
 from tests.kafka_helpers import consumer, spawn, stopped, wait_assigned
@@ -277,3 +285,32 @@ async def test_the_audit_consumer_stopped_with_the_broker_away_waits_once_for_it
             await cancelled(running)
     *_, unanchored = [r for r in caplog.records if "is not anchored" in r.getMessage()]
     assert ended - unanchored.created < STOP_SECONDS / 2, f"{ended - unanchored.created:.1f} s"
+
+
+async def test_a_send_put_back_for_a_retry_fails_once_as_its_producer_is_closed(
+        own_broker: tuple[int, int]) -> None:
+    """A send whose request found the broker gone (NodeNotReadyError) is put back to be sent
+    again; the broker still away, the producer closed (close_producer) fails it, and aiokafka's
+    callback of its first send took it out of the pending batches a second time: a KeyError's
+    traceback on the loop, in a holder's log at its stop under the suite's load; and its drain's
+    failure was never retrieved, a traceback too."""
+    process.up(*own_broker, tethered=True)
+    admin = KafkaAccess.of(config.ADMIN)
+    said: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: said.append(context))
+    producer = producer_for(admin)
+    await producer.start()
+    await deliver(producer, [Send(topics.ALERTS, None, b"the partition's leader known")])
+    await asyncio.to_thread(process.down)
+    sent = await producer.send(topics.ALERTS, b"put back for a retry")
+    accumulator = producer._message_accumulator
+    deadline = Deadline(STOPS_WITHIN, "the send put back to be sent again")
+    while not any(batch._retry_count for batches in accumulator._batches.values()
+                  for batch in batches):  # sent once (drained), put back
+        deadline.check((accumulator._batches, accumulator._pending_batches))
+        await asyncio.sleep(0.01)
+    assert not await close_producer(producer, away=True)  # as the audit consumer's may
+    with pytest.raises(KafkaConnectionError):
+        await sent
+    await asyncio.sleep(0.1)  # the callbacks of the failed send run
+    assert not said, said
