@@ -103,17 +103,19 @@ async def test_an_answer_signed_with_keys_the_command_has_not_read_yet_is_judged
     """A holder signs with keys renewed as soon as the directory publishes them: its answer
     may come before `renkei oversight holder-logs` has read the renewal. Refused as forged by
     the entry it had, the answer is judged again once the directory is read to its end: signed
-    by the renewed key, taken; a forgery stays forged."""
+    by the renewed key, taken; a forgery stays forged. Each is the first its asking takes: its
+    view holds the entry before the renewal until that answer reads it to its end."""
     key, old, new = (X25519PrivateKey.generate(), Ed25519PrivateKey.generate(),
                      Ed25519PrivateKey.generate())
     renewed = replace(_entry(new), previous_signing_key=sealing.public_bytes(old),
                       signing_renewed_at=datetime.now(UTC))
     asking = _asking(_entry(old), read=renewed)
-    await asking.take(_answer(key, [LIE], sealing.Signer(HOLDER, Ed25519PrivateKey.generate())),
-                      key, None)
-    assert (asking.entries, asking.result.forged) == ({}, [HOLDER])
     await asking.take(_answer(key, [ENTRY], sealing.Signer(HOLDER, new)), key, None)
-    assert (asking.entries, asking.awaited) == ({HOLDER: [ENTRY]}, {})
+    assert (asking.entries, asking.result.forged, asking.awaited) == ({HOLDER: [ENTRY]}, [], {})
+    forged = _asking(_entry(old), read=renewed)
+    await forged.take(_answer(key, [LIE], sealing.Signer(HOLDER, Ed25519PrivateKey.generate())),
+                      key, None)
+    assert (forged.entries, forged.result.forged) == ({}, [HOLDER])
 
 
 def _unsent(signer: sealing.Signer | None, too_large: bool = False,
