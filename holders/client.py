@@ -53,9 +53,9 @@ from renkei.broker_time import BrokerTime, appended_at
 from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
-from renkei.signers import of_holder
+from renkei.signers import of_holder, previous_until
 from renkei.tasks import cancelled, retrieved, set_or_ended
-from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW, SIGNING_GRACE
+from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
     BY_ATTRIBUTES,
@@ -622,12 +622,13 @@ class HolderClient:
 
     def _stopped_past_grace(self, why: str) -> datetime:
         """When the requesters of this holder, renewed, refuse its answers signed with the key
-        it runs with (SIGNING_GRACE after the renewal; at once, its entry naming none); past it,
-        RenewalNotTaken (`why` it cannot take the keys renewed)."""
+        it runs with (those it dates past signers.previous_until of the renewal, however soon
+        relayed; at once, its entry naming none); past it, RenewalNotTaken (`why` it cannot
+        take the keys renewed)."""
         entry = self._own_entry()
         renewed = None if entry is None else entry.signing_renewed_at
         now = datetime.now(UTC)
-        refused_from = now if renewed is None else renewed + SIGNING_GRACE
+        refused_from = now if renewed is None else previous_until(renewed)
         if refused_from <= now:
             raise RenewalNotTaken(
                 f"{self.holder}: the directory publishes its keys renewed (`renkei holder "

@@ -19,8 +19,15 @@ def signed_by(holder: str, signing_key: bytes, entry: HolderEntry, relayed: date
     renewed = entry.signing_renewed_at
     if entry.previous_signing_key and renewed is not None and relayed - renewed <= SIGNING_GRACE:
         return sealing.SignedBy(holder, signing_key, entry.previous_signing_key,
-                                renewed + CLOCK_SKEW)
+                                previous_until(renewed))
     return sealing.SignedBy(holder, signing_key)
+
+
+def previous_until(renewed: datetime) -> datetime:
+    """The latest a holder's signature with its signing key before a renewal at `renewed` is
+    taken as dated: the holder's clock, which dates it, may be a clock skew ahead of the
+    operator's, which dated the renewal; one dated later is refused, however soon relayed."""
+    return renewed + CLOCK_SKEW
 
 
 def of_holder(holder: str, entry: HolderEntry | None, relayed: datetime

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 import pytest
 import pytest_asyncio
 
-from holders import client as client_module
-from holders.client import HolderClient
+from holders.client import RENEWAL_AGAIN, HolderClient
 from holders.store import SENT, HolderStore
 from processors import directory
-from renkei import sealing
+from renkei import sealing, signers
 from renkei.cli import _said
 from renkei.tasks import cancelled
+from renkei.windows import CLOCK_SKEW
 from tests.kafka_helpers import renkei
 from tests.test_holder_renew import _seen
 from tests.test_linkage import ask, bound
@@ -29,12 +29,22 @@ HOLDER, PROVIDER = "nenkin", "sakura-town"
 
 class Unread(NamedTuple):
     """The request the renewed holder sent, its status once its server stopped (or settled
-    it), what ended its server, and the errors it logged."""
+    it), what ended its server, the errors it logged, and from when its requesters refuse
+    what it signs with its old key."""
 
     request_id: str
     status: str
     ended: BaseException | None
     errors: list[str]
+    refused_from: datetime
+
+
+class PastGrace(NamedTuple):
+    """What ended the server of the holder renewed again (None: it ran on), and from when its
+    requesters refuse what it signs with its old key."""
+
+    ended: BaseException | None
+    refused_from: datetime
 
 
 class Errors(logging.Handler):
@@ -48,15 +58,21 @@ class Errors(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-async def _renewed_unread(running: HolderClient) -> bytes:
+async def _renewed_unread(running: HolderClient) -> tuple[bytes, datetime]:
     """The holder renewed while its server runs, its sealing key file left half-written before
-    the server reads it (its renewal's wait started again then); the file as renewed."""
+    the server reads it (its renewal's wait started again then); the file as renewed, and
+    from when its requesters refuse a session signed with its old key, as their reading of its
+    directory entry says (signers.signed_by, however soon relayed)."""
     await cancelled(running._renewal)  # its key files read once damaged, not before
     renkei("holder", "renew", HOLDER, "--reason", "鍵の定期更新", "--operator", "ops-a")
     renewed = sealing.key_file(HOLDER).read_bytes()
     sealing.key_file(HOLDER).write_bytes(renewed[:len(renewed) // 2])
     running._renewal = asyncio.create_task(running._renewed())
-    return renewed
+    entry = (await directory.current())[HOLDER]
+    assert entry.signing_key is not None and entry.signing_renewed_at is not None
+    read = signers.signed_by(HOLDER, entry.signing_key, entry, entry.signing_renewed_at)
+    assert read.previous_until is not None
+    return renewed, read.previous_until
 
 
 async def _restored(clients: dict[str, HolderClient], renewed: bytes) -> None:
@@ -77,7 +93,7 @@ async def unread(clients: dict[str, HolderClient]) -> Unread:
     restored and its server started again (the session's client replaced)."""
     running, errors = clients[HOLDER], Errors()
     logging.getLogger("holders.client").addHandler(errors)
-    renewed = await _renewed_unread(running)
+    renewed, refused_from = await _renewed_unread(running)
     stop = asyncio.Event()
     serving = asyncio.create_task(running.until_stopped(stop))
     signing_key = (await directory.current())[HOLDER].signing_key
@@ -94,7 +110,8 @@ async def unread(clients: dict[str, HolderClient]) -> Unread:
     logging.getLogger("holders.client").removeHandler(errors)
     await _restored(clients, renewed)
     return Unread(request_id, request.status,
-                  ended if isinstance(ended, BaseException) else None, errors.messages)
+                  ended if isinstance(ended, BaseException) else None, errors.messages,
+                  refused_from)
 
 
 async def test_a_renewed_key_file_unread_stops_the_server_with_an_error_and_loses_no_answer(
@@ -104,8 +121,9 @@ async def test_a_renewed_key_file_unread_stops_the_server_with_an_error_and_lose
     UNREADABLE: the answer lost, the request ended. It logs an error saying when its requesters
     refuse its answers, and an answer it cannot open stops it, the answer left on its inbox:
     read, FOUND, once its key file is restored and it starts again."""
-    assert any("its key or password files cannot be read" in m and "refuse from" in m
-               for m in unread.errors), unread.errors
+    assert any("its key or password files cannot be read" in m
+               and f"refuse from {unread.refused_from.isoformat()}" in m
+               for m in unread.errors), (unread.refused_from, unread.errors)
     assert unread.status == SENT
     assert type(unread.ended).__name__ == "RenewalNotTaken", unread.ended
     assert f"the answer to request {unread.request_id} cannot be opened" in str(unread.ended)
@@ -115,33 +133,35 @@ async def test_a_renewed_key_file_unread_stops_the_server_with_an_error_and_lose
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def past_grace(clients: dict[str, HolderClient], unread: Unread) -> BaseException | None:
+async def past_grace(clients: dict[str, HolderClient], unread: Unread) -> PastGrace:
     """What ended the server of the holder renewed again, its key file half-written, once
-    its requesters refuse the answers it signs with its old key: the signing grace none here
-    (its wait given 15 s); its key file then restored and its server started again."""
+    its requesters refuse the answers it signs with its old key (its wait given a clock skew,
+    and a read of its key files and 10 s more, past the renewal); its key file then restored
+    and its server started again."""
     running = clients[HOLDER]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(client_module, "SIGNING_GRACE", timedelta(0), raising=False)
-        renewed = await _renewed_unread(running)
-        stop = asyncio.Event()
-        serving = asyncio.create_task(running.until_stopped(stop))
-        await asyncio.wait({serving}, timeout=15)
-        stop.set()
-        ended = (await asyncio.gather(serving, return_exceptions=True))[0]
+    renewed, refused_from = await _renewed_unread(running)
+    stop = asyncio.Event()
+    serving = asyncio.create_task(running.until_stopped(stop))
+    await asyncio.wait({serving}, timeout=(CLOCK_SKEW.total_seconds() + RENEWAL_AGAIN + 10))
+    stop.set()
+    ended = (await asyncio.gather(serving, return_exceptions=True))[0]
     await _restored(clients, renewed)
-    return ended if isinstance(ended, BaseException) else None
+    return PastGrace(ended if isinstance(ended, BaseException) else None, refused_from)
 
 
 async def test_a_server_that_cannot_take_its_renewed_keys_stops_once_its_answers_are_refused(
-        past_grace: BaseException | None) -> None:
+        past_grace: PastGrace) -> None:
     """Its key files unread after its holder's renewal, a server went on answering with its old
     signing key past the signing grace, each answer refused by its requester (UNREADABLE, as
-    forged), its provider's log saying FOUND. Once its requesters refuse them it stops, saying
-    why and what to do."""
-    assert type(past_grace).__name__ == "RenewalNotTaken", past_grace
-    assert "its requesters refuse the answers it signs with its own" in str(past_grace)
-    assert "restore the key and password files" in str(past_grace)
-    _said_in_one_line(past_grace)
+    forged), its provider's log saying FOUND; and it took its requesters to refuse them only
+    from the signing grace on, where they refuse a session dated a clock skew past the renewal.
+    Once they refuse them it stops, saying from when, why and what to do."""
+    ended = past_grace.ended
+    assert type(ended).__name__ == "RenewalNotTaken", ended
+    assert (f"its requesters refuse the answers it signs with its own from "
+            f"{past_grace.refused_from.isoformat()}") in str(ended), str(ended)
+    assert "restore the key and password files" in str(ended)
+    _said_in_one_line(ended)
 
 
 def _said_in_one_line(ended: BaseException | None) -> None:
