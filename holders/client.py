@@ -483,7 +483,16 @@ class HolderClient:
         an answer to was taken by the broker (kept no more, the answer settles it as any); one
         it has none to once it would (_answered_within) was never taken, settled REJECTED
         STALE_REQUEST; the inbox read again TAKEN_AGAIN later at least, until each is settled.
-        Stopped before, they stay kept for the next start."""
+        Stopped before, or failed (logged as it fails: nobody awaits it but the stop, which goes
+        on), they stay kept for the next start."""
+        try:
+            await self._settled_when_answered(kept)
+        except Exception as exc:
+            log.error("%s: its kept request(s) not sent could not be settled (%s: %s): they stay "
+                      "kept, settled at its next start", self.holder, type(exc).__name__, exc)
+
+    async def _settled_when_answered(self, kept: list[Kept]) -> None:
+        """`_settled_by_inbox`, its failure raised."""
         while kept:
             now = datetime.now(UTC)  # before the read: an answer due by now is on the inbox
             answered = await self._found(

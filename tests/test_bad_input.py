@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sqlite3
 import uuid
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
@@ -24,6 +27,7 @@ from schemas.codec import CODEC, MAX_BYTES
 from schemas.messages import LinkageRequest, Pong, ProviderAnswer, Rejection
 from tests.kafka_helpers import audit_events, producer, unreadable
 from tests.test_linkage import ask, bound
+from tests.test_renewal_unread import Errors
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOLDER = "nenkin"
@@ -270,6 +274,69 @@ async def test_a_kept_request_past_the_replay_window_is_not_sent_when_its_outbox
     await asyncio.sleep(3)  # a copy sent would have been refused by now
     events = await audit_events({request.request_id for request, _ in kept})
     assert [e for e in events if e.reason == "STALE_REQUEST"] == []
+
+
+class SettlingFailed(NamedTuple):
+    """A request kept, never taken by the broker, whose settling failed as its holder's server
+    ran (its outbox not read, its store's write refused, not busy); the errors the server
+    logged before its stop, what the stop raised (None: nothing), and whether the stop closed
+    the producer and waited for the inbox."""
+
+    never: LinkageRequest
+    errors: list[str]
+    stop_raised: BaseException | None
+    stopped: bool
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def settling_failed(clients: dict[str, HolderClient]) -> SettlingFailed:
+    """SettlingFailed, another request kept beside it taken by the broker (the outbox read
+    where it is, and refused); the session's client replaced by one started again (its tasks
+    are not the test's)."""
+    nenkin, now, errors = clients[HOLDER], datetime.now(UTC), Errors()
+    never, _ = _kept(nenkin, bound(nenkin)[13], now - timedelta(minutes=11))
+    taken = _kept(nenkin, bound(nenkin)[14], now - REPLAY_WINDOW + timedelta(seconds=15))
+    await _taken_by_broker(*taken)
+    logging.getLogger("holders.client").addHandler(errors)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(nenkin, "_settled_alone", _write_refused)
+            with unreadable(HOLDER, topics.outbox(HOLDER)):
+                await nenkin._send_kept()
+            assert nenkin._settling is not None
+            await asyncio.wait({nenkin._settling}, timeout=30)
+    finally:
+        logging.getLogger("holders.client").removeHandler(errors)
+    raised = (await asyncio.gather(nenkin.stop(), return_exceptions=True))[0]
+    stopped = nenkin._producer._closed and nenkin._inbox is not None and nenkin._inbox.done()
+    nenkin.store.close()
+    clients[HOLDER] = HolderClient(HOLDER, HolderStore.of(HOLDER))
+    await clients[HOLDER].start()
+    return SettlingFailed(never, errors.messages,
+                          raised if isinstance(raised, BaseException) else None, stopped)
+
+
+async def test_a_failure_settling_kept_requests_is_logged_and_the_stop_goes_on(
+        clients: dict[str, HolderClient], settling_failed: SettlingFailed) -> None:
+    """The settling of kept requests not sent, their outbox not read (_settled_by_inbox), was
+    watched by nobody: failed (its store's write refused, not busy), it said nothing and its
+    requests stayed unsettled; and the holder's stop raised its failure before closing the
+    producer and waiting for the inbox. Its failure is logged in one line as it fails, the
+    stop goes on, and the request kept is settled at the next start."""
+    assert [m for m in settling_failed.errors if "could not be settled" in m] == [
+        f"{HOLDER}: its kept request(s) not sent could not be settled (OperationalError: "
+        "attempt to write a readonly database): they stay kept, settled at its next start"
+    ], settling_failed.errors
+    assert (settling_failed.stop_raised, settling_failed.stopped) == (None, True)
+    outcome = await clients[HOLDER].outcome(settling_failed.never.request_id, 30)
+    assert (outcome.status, (outcome.detail or "").split(":")[0]) == (
+        "REJECTED", "STALE_REQUEST")
+
+
+def _write_refused(request_id: str, status: str, detail: str) -> None:
+    """A write to the store refused, not as busy: as by a store read-only."""
+    with closing(sqlite3.connect("file::memory:?mode=ro", uri=True)) as read_only:
+        read_only.execute("CREATE TABLE requests (request_id TEXT)")
 
 
 def _kept(client: HolderClient, own: str,
