@@ -271,6 +271,13 @@ def _each_checked(proved: Proved) -> list[Checked]:
     return [_check(trusted, e, covered) for e in proved.entries]
 
 
+def _head_trusted(proved: Proved) -> bool:
+    """Whether the latest head is the log's key's, or none is signed yet (a store's first
+    entries, before the audit consumer's first head: each pending, none said tampered), as the
+    store's pages take it."""
+    return proved.head is None or proved.trusted
+
+
 class Records:
     """The store's reads, each done on one of up to READERS connections of it, each on a
     thread of its own (used by one thread at a time), so that one resident's long history
@@ -302,7 +309,7 @@ class Records:
         proved = store.prove(found)
         checked = self._checked(id_codes, proved)
         checked.sort(key=lambda c: (c.entry.event.occurred_at, c.entry.serial), reverse=True)
-        return History(checked, proved.trusted, proved.head, None, [])
+        return History(checked, _head_trusted(proved), proved.head, None, [])
 
     async def history(self, id_codes: Sequence[str], where: Query, after: str | None = None,
                       limit: int = HISTORY_PAGE, listing: bool = True) -> History:
@@ -321,7 +328,7 @@ class Records:
         proved = store.prove(shown)
         holders = sorted(set[str]().union(*map(store.holders_of, id_codes))) if listing else []
         older = cursor_of(shown[-1]) if len(found) > limit else None
-        return History(self._checked(id_codes, proved), proved.trusted, proved.head, older,
+        return History(self._checked(id_codes, proved), _head_trusted(proved), proved.head, older,
                        holders)
 
     async def entry_of(self, id_codes: Sequence[str], serial: int) -> Shown | None:
@@ -336,7 +343,7 @@ class Records:
             return None
         proved = store.prove([entry])
         found = self._checked(id_codes, proved)
-        return Shown(found, proved.trusted) if found else None
+        return Shown(found, _head_trusted(proved)) if found else None
 
     async def approval_of(self, event: AccessLogEvent) -> Shown:
         """The approval of the exchange `event` logs a step of, as its signed bytes tell it,
@@ -358,7 +365,7 @@ class Records:
     @staticmethod
     def _entries_at(serials: Iterable[int], store: AuditStore) -> Shown:
         proved = store.prove([entry for entry in map(store.entry, serials) if entry is not None])
-        return Shown(_each_checked(proved), proved.trusted)
+        return Shown(_each_checked(proved), _head_trusted(proved))
 
     @staticmethod
     def _every(store: AuditStore, where: Query) -> Iterator[Entry]:

@@ -1252,6 +1252,23 @@ async def test_every_search_page_is_proved_an_entry_replaced_whole_said_tampered
     assert f'id="tampered">{escape(said["head_untrusted"])}</p>' in page
 
 
+async def test_a_history_before_the_first_signed_head_is_pending_not_tampered(
+        client: Client, town: Town, tmp_path: Path) -> None:
+    """A store's first entries, before the audit consumer signs its first head (HEAD_SECONDS):
+    the history, an entry's page and the counter's desk told the resident that the log's latest
+    head is not signed by the log's key (TAMPERED, tell the oversight body), though none is
+    signed yet. Each entry is pending, nothing said."""
+    store = fakes_of(client).store
+    assert store
+    person = town.resident.id_codes[0]
+    store.append_many(item(event(n, person=person)) for n in (1, 2))
+    await logged_in(client, town, "resident", tmp_path)
+    for path in ("/history", "/history/1"):
+        page = await (await client.get(path)).text()
+        assert 'id="tampered"' not in page, path
+        assert '<span class="pending"' in page and '<span class="bad"' not in page, path
+
+
 @pytest.mark.parametrize("lang", ["ja", "en"])
 async def test_a_residents_entry_replaced_whole_is_said_tampered_on_their_history(
         client: Client, town: Town, tmp_path: Path, lang: str) -> None:
