@@ -9,19 +9,21 @@ is the audit store's query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls, presence, topics
 from broker.clients import KafkaAccess, at_end, provisioned, read_topic, running
 from renkei import sealing
 from renkei.broker_time import appended_at
-from renkei.compacted import CompactedView, holder_directory
+from renkei.compacted import CompactedView, NotFollowing, holder_directory
 from renkei.envelope import Directory, send
 from renkei.holder_logs import (
     Checked,
@@ -139,14 +141,18 @@ class _Asking:
             for part in (asked[:half], asked[half:]):
                 await self.ask((answer.holder,), part)
 
-
     async def _verified(self, key: X25519PrivateKey, answer: HolderLogAnswer,
                         asked: tuple[str, ...], relayed: datetime | None) -> Checked:
         """relayed_verified by its holder's directory entry as the command follows it, judged
-        again once the directory is read to its end if refused (judged_again)."""
+        again once the directory is read to its end if refused (judged_again), or as it is if
+        the directory cannot be (the broker away, the view stopped): the refusal stands."""
         return await judged_again(lambda: relayed_verified(
             key, answer, asked, acls.OVERSIGHT, self.entry(answer.holder), relayed,
-            self.asked_at[answer.request_id]), self.read_to_end)
+            self.asked_at[answer.request_id]), self._read_to_end_if_can)
+
+    async def _read_to_end_if_can(self) -> None:
+        with contextlib.suppress(KafkaError, NotFollowing):
+            await self.read_to_end()
 
 
 def _noted(holders: list[str], holder: str) -> None:

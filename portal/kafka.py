@@ -317,7 +317,8 @@ class HolderLogs:
         signing key; the platform's refusal in its stead, judged by its entry from the request's
         asking (holder_logs.FalseRefusal if belied). Refused, it is judged again once the
         directory is read to its end (holder_logs.judged_again): its record is marked read
-        after, and it is never judged again."""
+        after, and it is never judged again; if the directory cannot be read to its end, that
+        error is raised, the record read again (_follow), not marked read unjudged."""
         if (await holder_logs.judged_again(lambda: holder_logs.relayed_verified(
                 self._key, answer, asked.request_ids, self._access.principal,
                 self._entry(answer.holder), relayed, asked.at), self._read_to_end)).unsigned:

@@ -16,19 +16,16 @@ terminals are for the oversight body only).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from aiokafka.errors import KafkaError
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from broker import acls
 from renkei import sealing, signers
-from renkei.compacted import NotFollowing
 from renkei.envelope import Directory
 from renkei.suspensions import active_at, active_between, suspension_at
 from renkei.windows import CLOCK_SKEW
@@ -259,12 +256,13 @@ async def judged_again(judged: Callable[[], Checked],
     end (`read_to_end`): a holder signs with keys renewed as soon as the directory publishes
     them, and the platform refuses to ask one as soon as it publishes its suspension, which the
     reader may not have read yet when the answer comes. If the view cannot be read to its end
-    (the broker away, the view stopped), the refusal stands."""
+    (the broker away, the view stopped), `read_to_end`'s error is raised: a reader that keeps
+    what it read (My Portal) reads the answer again, one that waits for no broker (`oversight
+    holder-logs`) lets the refusal stand."""
     try:
         return judged()
     except Forged:
-        with contextlib.suppress(KafkaError, NotFollowing):
-            await read_to_end()
+        await read_to_end()
     return judged()
 
 

@@ -15,6 +15,7 @@ from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -316,6 +317,38 @@ async def test_my_portal_judges_an_answer_signed_with_keys_its_view_has_not_read
         HOLDER, Ed25519PrivateKey.generate()), MARK + "a-2"), None)
     kept = [await inbox.asked("in", request_id) for request_id in ("a-1", "a-2")]
     assert [a is not None and HOLDER in a.answers for a in kept] == [True, False]
+
+
+async def test_my_portal_takes_an_answer_again_when_its_view_cannot_be_read_to_its_end(
+        inbox: Inbox) -> None:
+    """An answer refused by the portal's view of the directory is judged again once the view is
+    read to its end; when that read failed (a broker error, the broker away) the refusal stood
+    and the record was marked read, the holder's answer lost for good. The read's error is
+    raised, the record is not marked read: taken again (_follow), it is judged once the view
+    can be read."""
+    key, old, new = (X25519PrivateKey.generate(), Ed25519PrivateKey.generate(),
+                     Ed25519PrivateKey.generate())
+    renewed = replace(_entry(new), previous_signing_key=sealing.public_bytes(old),
+                      signing_renewed_at=datetime.now(UTC))
+    await inbox.add("in", Asked("a-1", datetime.now(UTC), (HOLDER,), ("r-1",), "ABC98765XYZ"))
+    portal = _portal(key, inbox, _entry(old), read=renewed)
+    read_to_end, failing = portal._read_to_end, True
+
+    async def failing_once() -> None:
+        nonlocal failing
+        if failing:
+            failing = False
+            raise KafkaConnectionError("the broker away")
+        await read_to_end()
+
+    portal._read_to_end = failing_once
+    answer = _answer(key, [ENTRY], sealing.Signer(HOLDER, new), MARK + "a-1")
+    with pytest.raises(KafkaConnectionError):
+        await portal._take(0, 0, answer, None)
+    assert await inbox.positions("in") == {}  # not read: taken again
+    await portal._take(0, 0, answer, None)
+    kept = await inbox.asked("in", "a-1")
+    assert kept is not None and HOLDER in kept.answers
 
 
 def _signed_then(key: X25519PrivateKey, signer: sealing.Signer, at: datetime,
