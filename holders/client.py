@@ -725,13 +725,14 @@ class HolderClient:
         self._stop.set()
         await cancelled(self._epochs)
         await cancelled(self._settling)
+        reached = True  # by the inbox's stop (serve): a broker found away not waited for again
         try:
             if self._inbox is not None:
-                await self._inbox  # what ended it, raised (once its clients are closed)
+                reached = await self._inbox  # what ended it, raised (once its clients are closed)
         finally:
             # what the producer holds goes if the broker takes it in time; a request it did
             # not take stays kept in the store, and goes at the next start
-            closed = await close_producer(self._producer)
+            closed = await close_producer(self._producer, away=not reached)
             if self._sending:  # each was failed by the producer's close (or is cancelled)
                 for sending in self._sending:
                     sending.cancel()

@@ -229,7 +229,7 @@ class Platform:
                 sweeper.cancel()
             await self.stop_rebuilding()
             left = await close_consumer(self.consumer)  # bounded, as the broker may be away
-            flushed = await close_producer(self.producer)
+            flushed = await close_producer(self.producer, away=not (self.reached and left))
             await self.views.stop()
             if not (self.reached and left and flushed):
                 log.warning(AWAY_AT_STOP)

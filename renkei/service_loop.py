@@ -343,7 +343,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
         if not reached or not await last_commit(outflow):  # not waited for again once away
             reached = False
     finally:
-        if producer is None and not await close_producer(sender):
+        if producer is None and not await close_producer(sender, away=not reached):
             reached = False
         if not await close_consumer(consumer):
             reached = False
