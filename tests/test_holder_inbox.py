@@ -638,10 +638,10 @@ async def test_the_stop_counts_as_kept_only_the_requests_the_broker_did_not_take
                                   outgoing=(request_id, b"sealed"))
     client._delivered_ids.append(taken)  # the broker took it; the store is told at the stop
 
-    async def away(producer: object) -> bool:
+    async def closed_away(producer: object, away: bool = False) -> bool:
         return False
 
-    monkeypatch.setattr(client_module, "close_producer", away)
+    monkeypatch.setattr(client_module, "close_producer", closed_away)
     with caplog.at_level(logging.WARNING):
         await client.stop()
     assert "the broker could not be reached at shutdown: 1 request(s) kept" in caplog.text
