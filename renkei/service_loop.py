@@ -222,9 +222,9 @@ class Outflow:
         waited for by the last commit (last_commit), the records handled again if it cannot. A
         commit's request, once made, is not given up by this wait; a batch cut short at a stop
         (stopped_within) gives it up, and aiokafka's shield lets it end, its failure taken as
-        told. A partition no longer assigned
-        here once its position is known (position_if_assigned) is not committed by this member:
-        its next owner handles its records again."""
+        told. A partition no longer assigned here once its position is known
+        (position_if_assigned) is not committed by this member: its next owner handles its
+        records again."""
         if not self._handled or (
                 not now and time.monotonic() - self._committed_at < self.interval):
             return
@@ -340,8 +340,7 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
             ready.set()
         async with watched(access.bootstrap, group):
             reached = await stopped_within(stop, served())
-        if not reached or not await last_commit(outflow):  # not waited for again once away
-            reached = False
+        reached = reached and await last_commit(outflow)  # not waited for again once away
     finally:
         if producer is None and not await close_producer(sender, away=not reached):
             reached = False
