@@ -605,7 +605,14 @@ class HolderClient:
                 await self._renewal_taken(renewal)
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._directory_moved(seen), RENEWAL_AGAIN)
+                    await asyncio.wait_for(self._directory_moved(seen), self._read_again_in())
+
+    def _read_again_in(self) -> float:
+        """Seconds before the key files of a renewal it could not read are read again:
+        RENEWAL_AGAIN, or fewer to the time its requesters refuse its answers from, when it
+        stops (_stopped_past_grace) rather than sign one they refuse."""
+        now = datetime.now(UTC)
+        return min(RENEWAL_AGAIN, ((self._refused_from() or now) - now).total_seconds())
 
     def _renewal_read(self) -> Renewal | None:
         """The keys and password this holder's files hold now, if the directory publishes those
@@ -634,10 +641,8 @@ class HolderClient:
         it runs with (those it dates past signers.previous_until of the renewal, however soon
         relayed; at once, its entry naming none); past it, RenewalNotTaken (`why` it cannot
         take the keys renewed)."""
-        entry = self._own_entry()
-        renewed = None if entry is None else entry.signing_renewed_at
         now = datetime.now(UTC)
-        refused_from = now if renewed is None else previous_until(renewed)
+        refused_from = self._refused_from() or now
         if refused_from <= now:
             raise RenewalNotTaken(
                 f"{self.holder}: the directory publishes its keys renewed (`renkei holder "
@@ -646,6 +651,14 @@ class HolderClient:
                 f"the renewal wrote (or run `renkei holder renew {self.holder}` again) and start "
                 "it again")
         return refused_from
+
+    def _refused_from(self) -> datetime | None:
+        """From when the requesters of this holder, its entry publishing its keys renewed,
+        refuse what it signs with the key it runs with: signers.previous_until of the renewal;
+        None (at once) while its entry names none."""
+        entry = self._own_entry()
+        renewed = None if entry is None else entry.signing_renewed_at
+        return None if renewed is None else previous_until(renewed)
 
     async def _renewal_taken(self, renewal: Renewal) -> None:
         """Its Kafka clients stopped as at a stop (requests not taken by the broker kept), and

@@ -37,6 +37,7 @@ from holders.client import (
     REKEY_CODES,
     REKEY_WAIT,
     REKEYED,
+    RENEWAL_AGAIN,
     SYSTEM,
     UNREADABLE,
     Applied,
@@ -44,6 +45,7 @@ from holders.client import (
     NotBound,
     NotFound,
     RekeyRefused,
+    RenewalNotTaken,
     new_request_id,
 )
 from holders.store import SENT, Forgotten, HolderStore, Keyed, Rekeyed
@@ -53,7 +55,7 @@ from processors.keys import MasterKeys
 from processors.linkage import FromHolder
 from processors.tickets import TicketSealer
 from registry.residents import FourAttributes, Sex
-from renkei import holder_logs, retention, sealing
+from renkei import holder_logs, retention, sealing, signers
 from renkei.envelope import Incoming, Send
 from renkei.holder_logs import MARK
 from renkei.state import state_folder
@@ -1494,18 +1496,51 @@ async def test_an_answer_sealed_to_its_renewed_key_before_the_server_switched_is
 
 
 def published(client: HolderClient, holder: str, public_key: bytes,
-              signing_key: bytes | None = None, renewed_from: bytes | None = None) -> None:
+              signing_key: bytes | None = None, renewed_from: bytes | None = None,
+              renewed_at: datetime | None = None) -> None:
     """An entry read by the client's directory view as it follows the topic (its version on);
-    with `renewed_from`, as `renkei holder renew` publishes it now: that signing key its key
-    before."""
+    with `renewed_from`, as `renkei holder renew` publishes it (now, or at `renewed_at`): that
+    signing key its key before."""
     in_directory(client, public_key, holder, signing_key)
     if renewed_from is not None:
         key = holder.encode()
         client.directory.entries[key] = replace(client.directory.entries[key],
                                                 previous_signing_key=renewed_from,
-                                                signing_renewed_at=datetime.now(UTC))
+                                                signing_renewed_at=renewed_at or datetime.now(UTC))
     client.directory.version += 1
     client.directory._changed.set()
+
+
+def renewed_unread(client: HolderClient, renewed_at: datetime) -> None:
+    """This holder's entry as `renkei holder renew` at `renewed_at` publishes it, its keys
+    renewed, none of which the client has taken (its key files unread): the signing key it runs
+    with the key before."""
+    published(client, HOLDER, sealing.public_bytes(X25519PrivateKey.generate()),
+              sealing.public_bytes(Ed25519PrivateKey.generate()),
+              renewed_from=sealing.public_bytes(client._signing), renewed_at=renewed_at)
+
+
+async def test_a_server_renewed_its_keys_unread_stops_when_its_answers_are_refused_not_later(
+        client: HolderClient) -> None:
+    """`renkei holder renew` while the server ran, its key files unread: it read them again
+    only every RENEWAL_AGAIN, and stopped at the first read past the time its requesters refuse
+    what it signs with its own key from (signers.previous_until), answering up to RENEWAL_AGAIN
+    past it, each answer refused as forged. It stops at that time."""
+    sealing.key_file(HOLDER, sealing.SIGNING).write_text('{"private": "ab')  # damaged
+    renewal = asyncio.create_task(client._renewed())
+    try:
+        renewed_at = datetime.now(UTC) - CLOCK_SKEW + timedelta(seconds=1)
+        refused_from = signers.previous_until(renewed_at)
+        renewed_unread(client, renewed_at)
+        await asyncio.wait({renewal}, timeout=1 + RENEWAL_AGAIN / 2)
+        ended_at = datetime.now(UTC)
+        assert renewal.done(), f"running {ended_at - refused_from} past {refused_from}"
+        assert refused_from <= ended_at <= refused_from + timedelta(seconds=1), ended_at
+        with pytest.raises(RenewalNotTaken, match=f"from {re.escape(refused_from.isoformat())}"):
+            renewal.result()
+    finally:
+        renewal.cancel()
+        await asyncio.wait({renewal})
 
 
 def renewed_provider(client: HolderClient, old: Ed25519PrivateKey, renewed_at: datetime) -> None:

@@ -6,25 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import pytest
 import pytest_asyncio
 
-from holders.client import RENEWAL_AGAIN, HolderClient
+from holders import client as client_module
+from holders.client import HolderClient
 from holders.store import SENT, HolderStore
 from processors import directory
 from renkei import sealing, signers
 from renkei.cli import _said
 from renkei.tasks import cancelled
-from renkei.windows import CLOCK_SKEW
 from tests.kafka_helpers import renkei
 from tests.test_holder_renew import _seen
 from tests.test_linkage import ask, bound
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 HOLDER, PROVIDER = "nenkin", "sakura-town"
+# the clock skew the requesters of the holder renewed again allow (signers.CLOCK_SKEW), its
+# server's and theirs alike: the time they refuse its old key from comes without the real
+# one's 30 s wait
+SKEW = timedelta(seconds=5)
+LATE = timedelta(seconds=1)  # how long past that time its server may take to stop
 
 
 class Unread(NamedTuple):
@@ -40,10 +45,11 @@ class Unread(NamedTuple):
 
 
 class PastGrace(NamedTuple):
-    """What ended the server of the holder renewed again (None: it ran on), and from when its
-    requesters refuse what it signs with its old key."""
+    """What ended the server of the holder renewed again (None: it ran on) and when, and from
+    when its requesters refuse what it signs with its old key."""
 
     ended: BaseException | None
+    ended_at: datetime
     refused_from: datetime
 
 
@@ -134,19 +140,25 @@ async def test_a_renewed_key_file_unread_stops_the_server_with_an_error_and_lose
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def past_grace(clients: dict[str, HolderClient], unread: Unread) -> PastGrace:
-    """What ended the server of the holder renewed again, its key file half-written, once
-    its requesters refuse the answers it signs with its old key (its wait given a clock skew,
-    and a read of its key files and 10 s more, past the renewal); its key file then restored
-    and its server started again."""
+    """What ended the server of the holder renewed again, its key file half-written, and when,
+    waited for until LATE past the time its requesters refuse the answers it signs with its old
+    key, they and it allowing a clock skew of SKEW, its key files read again only once the wait
+    is over (RENEWAL_AGAIN); its key file then restored and its server started again."""
     running = clients[HOLDER]
-    renewed, refused_from = await _renewed_unread(running)
-    stop = asyncio.Event()
-    serving = asyncio.create_task(running.until_stopped(stop))
-    await asyncio.wait({serving}, timeout=(CLOCK_SKEW.total_seconds() + RENEWAL_AGAIN + 10))
-    stop.set()
-    ended = (await asyncio.gather(serving, return_exceptions=True))[0]
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(signers, "CLOCK_SKEW", SKEW)
+        patched.setattr(client_module, "RENEWAL_AGAIN", 60.0)
+        renewed, refused_from = await _renewed_unread(running)
+        stop = asyncio.Event()
+        serving = asyncio.create_task(running.until_stopped(stop))
+        await asyncio.wait({serving}, timeout=(
+            refused_from + LATE - datetime.now(UTC)).total_seconds())
+        ended_at = datetime.now(UTC)
+        stop.set()
+        ended = (await asyncio.gather(serving, return_exceptions=True))[0]
     await _restored(clients, renewed)
-    return PastGrace(ended if isinstance(ended, BaseException) else None, refused_from)
+    return PastGrace(ended if isinstance(ended, BaseException) else None, ended_at,
+                     refused_from)
 
 
 async def test_a_server_that_cannot_take_its_renewed_keys_stops_once_its_answers_are_refused(
@@ -154,10 +166,12 @@ async def test_a_server_that_cannot_take_its_renewed_keys_stops_once_its_answers
     """Its key files unread after its holder's renewal, a server went on answering with its old
     signing key past the signing grace, each answer refused by its requester (UNREADABLE, as
     forged), its provider's log saying FOUND; and it took its requesters to refuse them only
-    from the signing grace on, where they refuse a session dated a clock skew past the renewal.
-    Once they refuse them it stops, saying from when, why and what to do."""
+    from the signing grace on, where they refuse a session dated a clock skew past the renewal,
+    and then read its key files again only every RENEWAL_AGAIN, answering up to that long past
+    it. It stops at the time they refuse them from, saying from when, why and what to do."""
     ended = past_grace.ended
     assert type(ended).__name__ == "RenewalNotTaken", ended
+    assert past_grace.refused_from <= past_grace.ended_at, past_grace
     assert (f"its requesters refuse the answers it signs with its own from "
             f"{past_grace.refused_from.isoformat()}") in str(ended), str(ended)
     assert "restore the key and password files" in str(ended)
