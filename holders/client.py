@@ -102,6 +102,7 @@ REKEY_CODES = 10_000  # link codes one re-keying request carries (~140 KB; its a
 REKEY_AT_ONCE = 500  # codes of a re-keying answer applied in one transaction (~6 ms)
 REKEY_RETRY = 0.5  # seconds before asking again when the platform did not know the new epoch yet
 RENEWAL_AGAIN = 5.0  # seconds before a key file of a renewal that could not be read is read again
+SIGNED_NEVER = datetime.min.replace(tzinfo=UTC)  # a signer's `until` when nothing it signs is taken
 REKEY_AGAIN = 30.0  # seconds before re-keying (or following a move of unit) again after it failed
 REKEY_WAIT = 10.0  # seconds a request waits for its record's re-keying (then goes as it is)
 REKEY_WITHIN = 120.0  # seconds the platform has to answer a re-keying, or a check of the unit
@@ -384,6 +385,7 @@ class HolderClient:
                     previous: list[X25519PrivateKey]) -> None:
         """Open answers with `key` (and those `previous`, renewed), sign with `signing`."""
         self._key, self._signing, self._previous = key, signing, previous
+        self._signing_public = sealing.public_bytes(signing)
         self._answers_in = sealing.SessionOpener(key, holder=self.holder, previous=previous)
         self._signed_out = sealing.SessionSealer(signer=sealing.Signer(self.holder, signing))
 
@@ -644,12 +646,7 @@ class HolderClient:
         now = datetime.now(UTC)
         refused_from = self._refused_from() or now
         if refused_from <= now:
-            raise RenewalNotTaken(
-                f"{self.holder}: the directory publishes its keys renewed (`renkei holder "
-                f"renew`) and {why}: its requesters refuse the answers it signs with its own "
-                f"from {refused_from.isoformat()}; it stops: restore the key and password files "
-                f"the renewal wrote (or run `renkei holder renew {self.holder}` again) and start "
-                "it again")
+            raise self._not_taken(why, refused_from)
         return refused_from
 
     def _refused_from(self) -> datetime | None:
@@ -659,6 +656,16 @@ class HolderClient:
         entry = self._own_entry()
         renewed = None if entry is None else entry.signing_renewed_at
         return None if renewed is None else previous_until(renewed)
+
+    def _not_taken(self, why: str, refused_from: datetime) -> RenewalNotTaken:
+        """What stops the server of this holder renewed, `why` it cannot take the keys renewed,
+        its requesters refusing its answers from `refused_from`."""
+        return RenewalNotTaken(
+            f"{self.holder}: the directory publishes its keys renewed (`renkei holder renew`) "
+            f"and {why}: its requesters refuse the answers it signs with its own from "
+            f"{refused_from.isoformat()}; it stops: restore the key and password files the "
+            f"renewal wrote (or run `renkei holder renew {self.holder}` again) and start it "
+            "again")
 
     async def _renewal_taken(self, renewal: Renewal) -> None:
         """Its Kafka clients stopped as at a stop (requests not taken by the broker kept), and
@@ -1208,7 +1215,11 @@ class HolderClient:
         messages = [m for m, _ in read]
         applied = await self._rekeyings_applied(messages)
         sent = await self._answers_sent(messages, now)
-        out, resolved = await self._in_store(partial(self._handled, read, applied, now, sent))
+        try:
+            out, resolved = await self._in_store(partial(self._handled, read, applied, now, sent))
+        except sealing.SignedPast as exc:  # the batch not committed: read at the next start
+            raise self._not_taken("it has not taken them",
+                                  self._refused_from() or datetime.now(UTC)) from exc
         self._woken(resolved)
         return out
 
@@ -1589,9 +1600,19 @@ class HolderClient:
 
     def _answers_out(self) -> sealing.SessionSealer:
         """Signed sessions once this holder's entry publishes its signing key (requesters then
-        refuse unsigned ones), unsigned until then (requesters expect them so)."""
+        refuse unsigned ones), unsigned until then (requesters expect them so); its entry
+        publishing another (renewed, not yet taken), signed by the time its requesters refuse
+        them from, none later (sealing.SignedPast)."""
         entry = self._own_entry()
-        return self._signed_out if entry is not None and entry.signing_key else self._unsigned_out
+        if entry is None or not entry.signing_key:
+            return self._unsigned_out
+        signer = self._signed_out.signer
+        assert signer is not None, "made with one (_keys_taken)"
+        until = (None if entry.signing_key == self._signing_public
+                 else self._refused_from() or SIGNED_NEVER)
+        if signer.until != until:
+            self._signed_out.signer = replace(signer, until=until)
+        return self._signed_out
 
     def _answer(self, query: ProviderQuery) -> Send | None:
         """Step ③ at the provider: find the person by link code, seal the data to the requester.

@@ -85,8 +85,8 @@ def seal(public_key: bytes, request_id: str, entries: Sequence[HolderLogEntry],
     told, sent = request_id.removeprefix(MARK), HolderLogEntries(tuple(entries))
     if signer is not None:
         at = _signing_time()
-        sent = replace(sent, signed_at=at, signature=signer.key.sign(
-            signed_bytes(asker(request_id), signer.holder, told, sent.entries, at)))
+        sent = replace(sent, signed_at=at, signature=signer.sign(
+            signed_bytes(asker(request_id), signer.holder, told, sent.entries, at), _millis(at)))
     return sealing.seal(public_key, CODEC.encode(sent), told)
 
 
@@ -100,9 +100,9 @@ def unsent_answer(request_id: str, holder: str, too_large: bool,
     if signer is None:
         return answer
     at = _signing_time()
-    return replace(answer, signed_at=at, signature=signer.key.sign(unsent_bytes(
+    return replace(answer, signed_at=at, signature=signer.sign(unsent_bytes(
         asker(request_id), signer.holder, request_id.removeprefix(MARK), _unsealed(too_large),
-        at)))
+        at), _millis(at)))
 
 
 def _signing_time() -> datetime:

@@ -148,12 +148,34 @@ class _Session:
     left: int
 
 
+class SignedPast(RuntimeError):
+    """A signature a Signer would date past its `until`: its readers would refuse it."""
+
+    def __init__(self, holder: str, until: datetime) -> None:
+        super().__init__(f"{holder} signs with a key its readers take only in what it dated by "
+                         f"{until.isoformat()}: nothing signed")
+
+
+def dated_past(issued_ms: int, until: datetime) -> bool:
+    """Whether a signature dated `issued_ms` (milliseconds since the epoch) is dated past
+    `until`, as its readers compare them."""
+    return issued_ms > until.timestamp() * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Signer:
-    """A provider and its signing key, which signs each session it makes."""
+    """A provider and its signing key, which signs each session it makes; with `until`, a key
+    renewed away (signers.previous_until), its readers refusing what it dates later."""
 
     holder: str
     key: Ed25519PrivateKey = field(repr=False)
+    until: datetime | None = None
+
+    def sign(self, signed: bytes, issued_ms: int) -> bytes:
+        """The signature of `signed`, dated `issued_ms`; SignedPast if that is past `until`."""
+        if self.until is not None and dated_past(issued_ms, self.until):
+            raise SignedPast(self.holder, self.until)
+        return self.key.sign(signed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +232,10 @@ class SessionSealer:
     def _header(self, wrapped: bytes, requester: str) -> bytes:
         if self.signer is None:
             return wrapped
-        issued = int(time.time() * 1000).to_bytes(ISSUED, "big")
-        return wrapped + issued + self.signer.key.sign(
-            session_signed_bytes(wrapped, issued, requester, self.signer.holder))
+        issued_ms = int(time.time() * 1000)
+        issued = issued_ms.to_bytes(ISSUED, "big")
+        return wrapped + issued + self.signer.sign(
+            session_signed_bytes(wrapped, issued, requester, self.signer.holder), issued_ms)
 
 
 class SessionOpener:
@@ -263,7 +286,7 @@ def verified(signed_by: SignedBy, signature: bytes, signed: bytes, issued_ms: in
         Ed25519PublicKey.from_public_bytes(signed_by.public_key).verify(signature, signed)
     except InvalidSignature:
         if (signed_by.previous_key is None or signed_by.previous_until is None
-                or issued_ms > signed_by.previous_until.timestamp() * 1000):
+                or dated_past(issued_ms, signed_by.previous_until)):
             raise
         Ed25519PublicKey.from_public_bytes(signed_by.previous_key).verify(signature, signed)
 

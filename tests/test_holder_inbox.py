@@ -1543,6 +1543,40 @@ async def test_a_server_renewed_its_keys_unread_stops_when_its_answers_are_refus
         await asyncio.wait({renewal})
 
 
+async def test_a_server_renewed_its_keys_unread_signs_no_answer_its_requesters_refuse(
+        client: HolderClient) -> None:
+    """`renkei holder renew` while the server ran, its key files unread: between the time its
+    requesters refuse what it signs with its own key from (signers.previous_until) and its
+    stop, it signed answers' sessions and answers to log requests with it, each refused as
+    forged, FOUND in its log. It signs none dated past that time: RenewalNotTaken, its batch
+    not committed (nothing logged: read at the next start). Before it, it signs and its
+    requester takes the answer."""
+    client.store.add_record("H-1", PERSON)
+    client.store.bind("H-1", "ABC98765XYZ", 0)
+    client.store.put_data("H-1", "local_tax", {"taxable_income": "3200000"})
+    client.store.log("r-1", "PROVIDER", SYSTEM, TERMINAL, FOUND, content='{"a": "1"}')
+    in_directory(client, sealing.public_bytes(sealing.key_of(REQUESTER)))
+    in_directory(client, sealing.public_bytes(sealing.key_of(OVERSIGHT)), OVERSIGHT)
+    signing = sealing.public_bytes(client._signing)
+    renewed_unread(client, datetime.now(UTC) - CLOCK_SKEW - timedelta(seconds=1))
+    asked = query("ABC98765XYZ")
+    for message in (asked, HolderLogRequest("oversight-1", datetime.now(UTC), (HOLDER,),
+                                            ("r-1",), "")):
+        with pytest.raises(RenewalNotTaken, match="refuse the answers it signs with its own"):
+            await handle(client, message)
+    assert client.store.access_log(asked.request_id) == []
+    renewed_at = datetime.now(UTC) - CLOCK_SKEW + timedelta(seconds=10)
+    renewed_unread(client, renewed_at)
+    [out] = await handle(client, asked)
+    answer = CODEC.decode(out.value, ProviderAnswer)
+    assert answer.status == FOUND
+    entry = client.directory.entries[HOLDER.encode()]
+    assert entry.signing_key is not None and entry.previous_signing_key == signing
+    sealing.SessionOpener(sealing.key_of(REQUESTER), holder=REQUESTER).open(
+        answer.sealed_payload, asked.request_id,
+        signers.signed_by(HOLDER, entry.signing_key, entry, datetime.now(UTC)))
+
+
 def renewed_provider(client: HolderClient, old: Ed25519PrivateKey, renewed_at: datetime) -> None:
     """The provider (REQUESTER's name) as the directory has it since `renkei holder renew` at
     `renewed_at`: a new signing key, its key before (`old`) and the renewal's time kept."""
