@@ -28,8 +28,8 @@ HOLDER, PROVIDER = "nenkin", "sakura-town"
 # the clock skew the requesters of the holder renewed again allow (signers.CLOCK_SKEW), its
 # server's and theirs alike: the time they refuse its old key from comes without the real
 # one's 30 s wait
-SKEW = timedelta(seconds=5)
-LATE = timedelta(seconds=1)  # how long past that time its server may take to stop
+SKEW = timedelta(seconds=10)
+LATE = timedelta(seconds=3)  # how long past that time its server may take to stop (loaded)
 
 
 class Unread(NamedTuple):
