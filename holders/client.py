@@ -54,7 +54,7 @@ from renkei.compacted import holder_directory
 from renkei.envelope import Send, send
 from renkei.service_loop import close_producer, deliver, producer_for, serving, unless_stopped
 from renkei.signers import of_holder, previous_until
-from renkei.tasks import cancelled, retrieved, set_or_ended
+from renkei.tasks import cancelled, ended, retrieved, set_or_ended
 from renkei.windows import ANSWER_TIMEOUT, CLOCK_SKEW, REPLAY_WINDOW
 from schemas.codec import CODEC, NewerVersion, OversizedMessage, SchemaError, UnknownSchema
 from schemas.messages import (
@@ -238,6 +238,18 @@ class RenewalNotTaken(RuntimeError):
     answer with keys its requesters refuse."""
 
 
+class EpochsNotFollowed(RuntimeError):
+    """A holder's server that no longer follows its link-code unit's key epochs (_follow_epochs
+    failed): it stops rather than go on with its bindings not re-keyed at the next move, their
+    people not found, and the queries held back never answered."""
+
+    def __init__(self, holder: str, failure: BaseException) -> None:
+        super().__init__(
+            f"{holder}: following its link-code unit's key epochs failed ({type(failure).__name__}"
+            f": {failure}): its bindings are no longer re-keyed, nor the queries held back "
+            "answered; it stops: start it again (a move made meanwhile is followed at its start)")
+
+
 class KeyReused(ValueError):
     """An idempotency key a request was made under already, given with another request."""
 
@@ -319,6 +331,13 @@ def _answering(request_ids: set[str], record: Any) -> str | None:
     if isinstance(message, Rejection) and _of_answer(message):
         return None
     return message.request_id if message.request_id in request_ids else None
+
+
+def _first_failure(exc: BaseException) -> BaseException:
+    """The first error an exception group (a TaskGroup's) holds, however deep; else `exc`."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _of_answer(rejection: Rejection) -> bool:
@@ -710,15 +729,19 @@ class HolderClient:
     async def until_stopped(self, stop: asyncio.Event) -> None:
         """Wait for `stop`, or for the client's stop(); raise what ended the inbox loop first, if
         something did (the directory no longer followed: queries would be answered with stale
-        keys), or the taking of renewed keys; an inbox loop ended as its clients started
+        keys), the following of its unit's key epochs (EpochsNotFollowed), or the taking of
+        renewed keys; an inbox loop ended (and the following cancelled) as its clients started
         renewed is waited past (its wait given up at `stop`: the broker may be away)."""
-        assert self._inbox is not None and self._renewal is not None, "start the client first"
+        assert self._inbox is not None and self._epochs is not None and \
+            self._renewal is not None, "start the client first"
         while True:
-            inbox = self._inbox
-            await set_or_ended(stop, inbox, self._renewal)
+            inbox, watched = self._inbox, (self._inbox, self._epochs, self._renewal)
+            await set_or_ended(stop, *watched)
             if stop.is_set() or self._stopping.is_set():
                 return
-            next(task for task in (inbox, self._renewal) if task.done()).result()
+            for task in watched:
+                if task.done() and not task.cancelled():
+                    task.result()  # its error, if it ended with one
             if not await unless_stopped(stop, self._switched()) or self._inbox is inbox:
                 return
 
@@ -730,10 +753,8 @@ class HolderClient:
     async def stop(self) -> None:
         self._stopping.set()
         async with self._switching:  # renewed keys being taken: once its clients run
-            if self._renewal is not None:
-                self._renewal.cancel()
-                await asyncio.wait({self._renewal})
-            await cancelled(self._retention)
+            await ended(self._renewal)
+            await ended(self._retention)
             try:
                 await self._clients_stopped()
             finally:
@@ -743,8 +764,8 @@ class HolderClient:
         """Its Kafka clients stopped: what the producer holds goes if the broker takes it in
         time, a request it did not take stays kept in the store, sent at the next start."""
         self._stop.set()
-        await cancelled(self._epochs)
-        await cancelled(self._settling)
+        await ended(self._epochs)  # its failure told as it failed (logged; until_stopped)
+        await ended(self._settling)
         reached = True  # by the inbox's stop (serve): a broker found away not waited for again
         try:
             if self._inbox is not None:
@@ -911,10 +932,17 @@ class HolderClient:
     async def _follow_epochs(self) -> None:
         """The bindings brought to the directory's unit and epoch (_bindings_followed), and the
         queries held back meanwhile ended at their deadline, the re-keying done or not
-        (_held_ended_when_due)."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._bindings_followed())
-            group.create_task(self._held_ended_when_due())
+        (_held_ended_when_due). Each goes on past the failures it expects (the broker away, the
+        store busy: again REKEY_AGAIN later); another ends both, logged in one line as it fails,
+        and stops the server: EpochsNotFollowed, raised by until_stopped (not by the stop)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._bindings_followed())
+                group.create_task(self._held_ended_when_due())
+        except Exception as exc:
+            failed = EpochsNotFollowed(self.holder, _first_failure(exc))
+            log.error("%s", failed)
+            raise failed from exc
 
     async def _bindings_followed(self) -> None:
         """Re-key the bindings whenever this holder's unit moves to a new key epoch in the

@@ -80,7 +80,7 @@ def _said(exc: Exception) -> str | None:
     from broker.membership import Fenced
     from broker.presence import BrokerGone
     from broker.provision import NotAHolder, ProvisioningFailed
-    from holders.client import RenewalNotTaken
+    from holders.client import EpochsNotFollowed, RenewalNotTaken
     from processors.directory import (
         ActionFenced,
         NotAPrivateHolder,
@@ -103,7 +103,8 @@ def _said(exc: Exception) -> str | None:
             NoStore, NoKey, NoLoginKey, BadPatternFile, LostEntries, ForgedNote,
             UnknownPrincipal, NotProvisioned, BadSealingKey, UnitTaken, ReservedRole,
             ProvisioningFailed, jars.FetchFailed, process.BrokerError, NotSuspendable,
-            ActionFenced, NewerVersion, Fenced, BrokerGone, RenewalNotTaken)
+            ActionFenced, NewerVersion, Fenced, BrokerGone, RenewalNotTaken,
+            EpochsNotFollowed)
     if isinstance(exc, said):
         return str(exc)
     if isinstance(exc, KafkaConnectionError):  # a client of a command: it does not wait
@@ -130,7 +131,8 @@ class _Commands(Named):
     already so, no key store, an audit store that cannot be opened or
     that lost entries the audit consumer appended, an audit consumer's commit note the head key
     did not sign, a bad pattern file, a sealing key damaged or not the directory's (a holder's
-    server unable to take its keys renewed among them), a service
+    server unable to take its keys renewed among them), a holder's server no longer following
+    its unit's key epochs, a service
     meeting a message a newer version of Renkei wrote on a topic of its own, an instance whose
     static group member id another one took, a port in use or a file
     or folder that cannot be made or read (named) is said in one line (no traceback), exit

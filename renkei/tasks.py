@@ -44,6 +44,16 @@ async def cancelled(task: asyncio.Task[Any] | None) -> None:
             await task
 
 
+async def ended(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` (if any) and wait until it has ended, what it failed with not raised: a
+    background task's failure is told as it fails (logged, or raised by whoever watches it), and
+    the stop that ends it goes on to its next step."""
+    if task is not None:
+        task.cancel()
+        await asyncio.wait({task})
+        retrieved(task)
+
+
 async def beside(task: asyncio.Task[Any], main: Awaitable[T]) -> T:
     """`main` awaited while `task` runs beside it; should `task` fail first, `main` is
     cancelled (its own clean-up done) and `task`'s error raised."""

@@ -1,0 +1,97 @@
+"""A holder's stop and its background tasks, on the real broker: a task's failure is told in one
+line as it fails, the server stopping if it cannot answer rightly without the task (the key
+epochs' following), and the stop runs each of its steps either way."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker import provision
+from holders import client as client_module
+from holders.client import HolderClient
+from holders.store import HolderStore
+from renkei import town as town_setup
+from renkei.cli import _said
+from renkei.state import InUse
+
+HOLDER = "tomaru-town"
+WITHIN = 5.0  # seconds for a failure to be told, and the server to stop on it
+EVERY_STEP = {"producer": True, "inbox": True, "directory": True, "store": True}
+
+
+@pytest.fixture(scope="module")
+def provisioned(town: town_setup.Town) -> str:
+    """A holder on the broker (its principal, topics and ACLs), not in the directory."""
+    provision.add_holder(provision.admin_client(), HOLDER, provision.Report())
+    return HOLDER
+
+
+async def _stopped_every_step(client: HolderClient) -> None:
+    """The client's stop: it raised nothing, and did each of its steps."""
+    raised = (await asyncio.gather(client.stop(), return_exceptions=True))[0]
+    assert raised is None, repr(raised)
+    assert _stopped_whole(client) == EVERY_STEP
+
+
+def _stopped_whole(client: HolderClient) -> dict[str, bool]:
+    """Which of the stop's steps were done: the producer closed, the inbox loop ended, the
+    directory no longer followed, the store let go (another client may start on it)."""
+    try:
+        with client.store.held("a client after the stop"):
+            let_go = True
+    except InUse:
+        let_go = False
+    directory = client.directory._task
+    return {"producer": bool(client._producer._closed),
+            "inbox": client._inbox is not None and client._inbox.done(),
+            "directory": directory is None or directory.done(), "store": let_go}
+
+
+def _told(caplog: pytest.LogCaptureFixture, *loggers: str) -> list[str]:
+    """What these loggers said (of the levels caught)."""
+    return [r.getMessage() for r in caplog.records if r.name in loggers]
+
+
+def _damaged(folder: Path) -> Any:
+    """A read of a store whose file is damaged: SQLite's own error (no database there)."""
+    (folder / "damaged.db").write_bytes(b"not a database, " * 512)
+    with closing(sqlite3.connect(folder / "damaged.db")) as damaged:
+        return damaged.execute("SELECT min(deadline) FROM held_queries").fetchone()
+
+
+async def test_a_failure_following_the_key_epochs_is_logged_stops_the_server_and_its_stop(
+        provisioned: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The following of its unit's key epochs (_follow_epochs: the bindings re-keyed, the
+    queries held back meanwhile answered or ended), a task nobody awaited but the stop, ended at
+    a failure it does not go on past (its store's read refused) unsaid, the server going on
+    without it; and the stop raised that failure before it closed the producer, waited for the
+    inbox and stopped the directory. It is logged in one line as it fails and stops the server
+    (until_stopped raises it, which the CLI says in that line), and the stop runs every step."""
+    client = HolderClient(provisioned, HolderStore(tmp_path / "holder.db"))
+    await client.start()
+    try:
+        serving = asyncio.create_task(client.until_stopped(asyncio.Event()))
+        with caplog.at_level(logging.ERROR, "holders.client"):
+            monkeypatch.setattr(client.store, "held_due", lambda: _damaged(tmp_path))
+            client._held_more.set()  # its held queries looked at again: the read refused
+            await asyncio.wait({serving}, timeout=WITHIN)
+        await _stopped_every_step(client)
+        assert serving.done(), "the server went on without following its key epochs"
+        failure = serving.exception()
+        assert isinstance(failure, client_module.EpochsNotFollowed), repr(failure)
+        assert _told(caplog, "holders.client") == [_said(failure)] == [
+            f"{provisioned}: following its link-code unit's key epochs failed (DatabaseError: "
+            "file is not a database): its bindings are no longer re-keyed, nor the queries "
+            "held back answered; it stops: start it again (a move made meanwhile is followed "
+            "at its start)"]
+    finally:
+        client.store.close()
+
