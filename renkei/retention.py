@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
@@ -41,10 +40,12 @@ async def keep(who: str, opened: Callable[[], Forgetting[Part]],
     """Forget what `who`'s store keeps past the access log's retention, now and every
     FORGET_EVERY, a short transaction (a part its `forget_before` yields) at a time, in a thread
     on a store `opened` for each purge alone (its own connection, closed after): the loop goes on
-    while the purge waits for a store another process holds (SQLite's busy timeout; still
-    locked, or failing: again at the next time); cancelled, the purge stops after the
-    transaction it is in. What it forgot is logged at WARNING, the level the services run at, in
-    the words `told` gives it, as the CLI's purge says it."""
+    while the purge waits for a store another process holds (SQLite's busy timeout); still
+    locked, or failing (its store not opened, its disk full, say), it is logged in one line as
+    it fails and tried again at the next time, the service going on (what it keeps past the
+    retention kept until then); cancelled, the purge stops after the transaction it is in. What
+    it forgot is logged at WARNING, the level the services run at, in the words `told` gives
+    it, as the CLI's purge says it."""
     while True:
         cutoff = retention_cutoff(datetime.now(UTC))
         stop = threading.Event()
@@ -54,17 +55,19 @@ async def keep(who: str, opened: Callable[[], Forgetting[Part]],
             stop.set()
             raise
         if failed is not None:
-            log.warning("%s: forgetting what is past the retention stopped (%s): again in "
-                        "%.0f s", who, failed, FORGET_EVERY)
+            log.warning("%s: forgetting what is past the retention stopped (%s: %s): what it "
+                        "keeps past it is kept until the next time, in %.0f s", who,
+                        type(failed).__name__, failed, FORGET_EVERY)
         if forgotten:
             log.warning("%s: %s", who, told(forgotten, cutoff))
         await asyncio.sleep(FORGET_EVERY)
 
 
 def _forgotten(opened: Callable[[], Forgetting[Part]], cutoff: datetime,
-               stop: threading.Event) -> tuple[list[Part], sqlite3.Error | None]:
+               stop: threading.Event) -> tuple[list[Part], Exception | None]:
     """The parts the store `opened` committed forgetting before `cutoff` (closed after), until
-    none is left or `stop` is set, and the error that stopped it (None: none)."""
+    none is left or `stop` is set, and the error that stopped it (None: none), the store's own
+    or another (one that cannot be opened: an OSError)."""
     forgotten: list[Part] = []
     try:
         with closing(opened()) as store:
@@ -72,6 +75,6 @@ def _forgotten(opened: Callable[[], Forgetting[Part]], cutoff: datetime,
                 forgotten.append(part)
                 if stop.is_set():
                     break
-    except sqlite3.Error as exc:
+    except Exception as exc:
         return forgotten, exc
     return forgotten, None

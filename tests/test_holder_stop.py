@@ -1,6 +1,7 @@
 """A holder's stop and its background tasks, on the real broker: a task's failure is told in one
 line as it fails, the server stopping if it cannot answer rightly without the task (the key
-epochs' following), and the stop runs each of its steps either way."""
+epochs' following) and going on if it may for a while (the retention's purges, tried again), and
+the stop runs each of its steps either way."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from broker import provision
 from holders import client as client_module
 from holders.client import HolderClient
 from holders.store import HolderStore
+from renkei import retention
 from renkei import town as town_setup
 from renkei.cli import _said
 from renkei.state import InUse
+from tests.loop_helpers import Deadline
 
 HOLDER = "tomaru-town"
 WITHIN = 5.0  # seconds for a failure to be told, and the server to stop on it
@@ -92,6 +95,40 @@ async def test_a_failure_following_the_key_epochs_is_logged_stops_the_server_and
             "file is not a database): its bindings are no longer re-keyed, nor the queries "
             "held back answered; it stops: start it again (a move made meanwhile is followed "
             "at its start)"]
+    finally:
+        client.store.close()
+
+
+async def test_a_failure_forgetting_past_the_retention_is_logged_and_the_server_goes_on(
+        provisioned: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The purge of what its store keeps past the access log's retention (retention.keep), on
+    a connection of its own, ended for good at a failure other than SQLite's own (its store not
+    opened: the OSError sqlite.connected raises on a full disk) unsaid, nothing forgotten after
+    while the server ran; and the stop raised it before its every other step (the store too
+    kept held). It is logged in one line as it fails and tried again at the next time, the
+    server going on; the stop runs every step."""
+    def unopened(path: Path) -> HolderStore:
+        raise OSError(None, "cannot open a SQLite store (database or disk is full)", str(path))
+
+    monkeypatch.setattr(client_module, "HolderStore", unopened)  # the purges' own connection
+    monkeypatch.setattr(retention, "FORGET_EVERY", 0.2)
+    client = HolderClient(provisioned, HolderStore(tmp_path / "holder.db"))
+    try:
+        with caplog.at_level(logging.WARNING, "renkei.retention"):
+            await client.start()
+            serving = asyncio.create_task(client.until_stopped(asyncio.Event()))
+            deadline = Deadline(WITHIN, "the purge's failure told, and the purge tried again")
+            while len(_told(caplog, "renkei.retention")) < 2:
+                deadline.check(_told(caplog, "renkei.retention"))
+                await asyncio.sleep(0.05)
+        assert not serving.done(), "the server stopped"
+        await _stopped_every_step(client)
+        await asyncio.wait({serving})
+        assert set(_told(caplog, "renkei.retention")) == {
+            f"{provisioned}: forgetting what is past the retention stopped (OSError: [Errno None]"
+            f" cannot open a SQLite store (database or disk is full): '{tmp_path}/holder.db'): "
+            "what it keeps past it is kept until the next time, in 0 s"}
     finally:
         client.store.close()
 
