@@ -766,7 +766,7 @@ class HolderClient:
         self._stop.set()
         await ended(self._epochs)  # its failure told as it failed (logged; until_stopped)
         await ended(self._settling)
-        reached = True  # by the inbox's stop (serve): a broker found away not waited for again
+        reached = True  # each step of the inbox's stop in time (serve): else not waited again
         try:
             if self._inbox is not None:
                 reached = await self._inbox  # what ended it, raised (once its clients are closed)
@@ -780,8 +780,10 @@ class HolderClient:
                 await asyncio.wait(set(self._sending))
             self._no_longer_kept()  # those delivered this last turn
             if not closed:  # counted once those the broker took are kept no more
-                log.warning("%s: the broker could not be reached at shutdown: %d request(s) "
-                            "kept, sent at the next start", self.holder,
+                log.warning("%s: its producer closed at shutdown %s: %d request(s) kept, sent at "
+                            "the next start", self.holder, "before the broker took all it held "
+                            "(away, most likely)" if reached else "at once, a step of its "
+                            "inbox's stop not having ended in time (said before)",
                             len(self.store.unsent()))
             await self.directory.stop()
 

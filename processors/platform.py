@@ -58,12 +58,10 @@ from renkei.compacted import CompactedView, holder_directory
 from renkei.envelope import Incoming, Send, batched, unpacked
 from renkei.request_names import too_long
 from renkei.service_loop import (
-    AWAY_AT_STOP,
     Outflow,
+    Stopping,
     close_consumer,
-    close_producer,
     deliver,
-    last_commit,
     producer_for,
     stopped_within,
     unless_stopped,
@@ -210,7 +208,7 @@ class Platform:
             metadata_max_age_ms=METADATA_SECONDS * 1000, gathering=GATHERING, quiet=QUIET)
         self.outflow = Outflow(self.consumer, self.producer)
         self.unread = Unread(self.consumer)
-        self.reached = True  # the broker, by the batch's end and the last commit at a stop
+        self.stopping = Stopping()  # what its stop found
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until `stop` is set (also while it waits for the broker to start)."""
@@ -222,17 +220,16 @@ class Platform:
             if ready is not None:
                 ready.set()
             async with watched(self.access.bootstrap, GROUP):
-                served = await stopped_within(stop, self._serve(stop, sweeper))
-            self.reached = served and await last_commit(self.outflow)  # none if away
+                self.stopping.batch_ended = await stopped_within(stop, self._serve(stop, sweeper))
+            await self.stopping.last_commit(self.outflow)
         finally:
             if sweeper is not None:
                 sweeper.cancel()
             await self.stop_rebuilding()
-            left = await close_consumer(self.consumer)  # bounded, as the broker may be away
-            flushed = await close_producer(self.producer, away=not (self.reached and left))
+            self.stopping.waited(await close_consumer(self.consumer))  # bounded, away or not
+            await self.stopping.producer_closed(self.producer)
             await self.views.stop()
-            if not (self.reached and left and flushed):
-                log.warning(AWAY_AT_STOP)
+            self.stopping.said()
 
     async def _start(self) -> None:
         await self.views.start()

@@ -45,7 +45,13 @@ POLL_RECORDS = 500
 # topics' partitions (read_committed) until the broker aborts it (or the next command fences it)
 TRANSACTION_MS = 10_000
 STOP_SECONDS = 3.0  # a stop waits this long for the broker (last commit, flush), then goes on
-AWAY_AT_STOP = "the broker could not be reached at shutdown: closed without it"
+# said at a stop a step of which did not end in time: one that waits for the broker; else its
+# batch alone, which a slow handler holds as well as a broker away
+AWAY_AT_STOP = ("a step of the stop that waits for the broker did not end in time (the broker "
+                "away, most likely): closed without it")
+CUT_AT_STOP = (f"the batch being handled had not ended {STOP_SECONDS:g} s after the stop (a slow "
+               "handler, or one waiting for the broker): given up, the last commit not made "
+               "(what was handled since the one before is handled again at the next start)")
 
 
 def consumer_for(access: KafkaAccess, topics_in: Sequence[str], group: str,
@@ -304,13 +310,12 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
     Effects go through `producer` when given (started and stopped by its owner, who sends its
     own records through it too: one produce stream, fewer requests to the broker). Stops with
     NotFollowing if a view the handler reads from (`following`) stops being kept up to date.
-    Whether each step of its stop ended in time (its batch: stopped_within; the last commit; the
-    clients closed): one that did not waited, most likely, for the broker, which its owner's own
-    steps after it need not wait for again."""
+    Whether each step of its stop ended in time (Stopping.in_time): once one did not, its
+    owner's own steps after it need not wait for the broker again."""
     consumer = consumer_for(access, topics_in, group, instance=instance, gather_ms=gather_ms)
     sender = producer or producer_for(access)
     outflow = Outflow(consumer, sender, note=note)
-    reached = True  # by each step of the stop, in time (the broker, most likely)
+    stopping = Stopping()
     idled = time.monotonic() - IDLE_SECONDS
 
     async def start() -> None:
@@ -339,16 +344,56 @@ async def serve(access: KafkaAccess, topics_in: Sequence[str], group: str, handl
         if ready is not None:
             ready.set()
         async with watched(access.bootstrap, group):
-            reached = await stopped_within(stop, served())
-        reached = reached and await last_commit(outflow)  # not waited for again once away
+            stopping.batch_ended = await stopped_within(stop, served())
+        await stopping.last_commit(outflow)
     finally:
-        if producer is None and not await close_producer(sender, away=not reached):
-            reached = False
-        if not await close_consumer(consumer):
-            reached = False
-        if not reached:
+        if producer is None:
+            await stopping.producer_closed(sender)
+        stopping.waited(await close_consumer(consumer))
+        stopping.said()
+    return stopping.in_time
+
+
+class Stopping:
+    """What a service's stop found: whether its batch ended in time (stopped_within), and whether
+    each of its steps that wait for the broker did (the last commit, a client's close); once one
+    did not, the broker is not waited for again. Said in one line as it is known (said): a batch
+    given up was slow, or waited for the broker; a step that waits for the broker alone and did
+    not end in time found it away, most likely."""
+
+    def __init__(self) -> None:
+        self.batch_ended = True
+        self.answered = True  # in time, by each step that waited for the broker
+
+    @property
+    def in_time(self) -> bool:
+        """Whether each step so far ended in time (the broker may be waited for)."""
+        return self.batch_ended and self.answered
+
+    def waited(self, answered: bool) -> None:
+        """A step that waited for the broker ended in time (`answered`), or did not."""
+        self.answered = self.answered and answered
+
+    async def last_commit(self, outflow: Outflow) -> None:
+        """last_commit, unless a step before did not end in time (its batch given up: what it
+        handled is handled again)."""
+        if self.in_time:
+            self.waited(await last_commit(outflow))
+
+    async def producer_closed(self, producer: AIOKafkaProducer) -> None:
+        """close_producer, at once if a step before did not end in time."""
+        if self.in_time:
+            self.waited(await close_producer(producer))
+        else:
+            await close_producer(producer, away=True)
+
+    def said(self) -> None:
+        """AWAY_AT_STOP if a step that waited for the broker did not end in time; else
+        CUT_AT_STOP if its batch did not; else nothing."""
+        if not self.answered:
             log.warning(AWAY_AT_STOP)
-    return reached
+        elif not self.batch_ended:
+            log.warning(CUT_AT_STOP)
 
 
 async def read_to_the_end(consumer: AIOKafkaConsumer) -> datetime | None:

@@ -1,27 +1,36 @@
 """A holder's stop and its background tasks, on the real broker: a task's failure is told in one
 line as it fails, the server stopping if it cannot answer rightly without the task (the key
 epochs' following) and going on if it may for a while (the retention's purges, tried again), and
-the stop runs each of its steps either way."""
+the stop runs each of its steps either way; and what a stop says of a step that did not end in
+time is what is known of it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Sequence
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from broker import provision
+from broker import config, provision, topics
+from broker.clients import KafkaAccess
 from holders import client as client_module
 from holders.client import HolderClient
 from holders.store import HolderStore
 from renkei import retention
 from renkei import town as town_setup
 from renkei.cli import _said
+from renkei.envelope import Send
+from renkei.service_loop import AWAY_AT_STOP, CUT_AT_STOP
 from renkei.state import InUse
+from schemas.codec import CODEC
+from schemas.messages import Pong
+from tests.kafka_helpers import producer
 from tests.loop_helpers import Deadline
 
 HOLDER = "tomaru-town"
@@ -132,3 +141,40 @@ async def test_a_failure_forgetting_past_the_retention_is_logged_and_the_server_
     finally:
         client.store.close()
 
+
+async def test_a_stop_its_batch_slow_at_says_so_not_that_the_broker_was_away(
+        provisioned: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A batch of its inbox still handled STOP_SECONDS after the stop (a slow handler, the
+    broker there) is given up, and said so: the stop said the broker could not be reached,
+    twice (serve's line, and the holder's at its producer's close), though the broker answered
+    its every step. serve says the batch had not ended (a slow handler, or one waiting for the
+    broker), the holder that its producer was closed at once for it; a stop whose step that
+    waits for the broker alone did not end in time (the broker away, most likely) is said so
+    (test_stop_broker_away)."""
+    handling = asyncio.Event()
+
+    async def slow(records: list[Any]) -> Sequence[Send]:
+        handling.set()
+        await asyncio.sleep(60)
+        return []
+
+    client = HolderClient(provisioned, HolderStore(tmp_path / "holder.db"))
+    monkeypatch.setattr(client, "_handle", slow)
+    await client.start()
+    try:
+        async with producer(KafkaAccess.of(config.ADMIN)) as platform:  # passed over by the
+            now = datetime.now(UTC)  # holder's own handler, should it ever read it again
+            await platform.send_and_wait(topics.inbox(provisioned),
+                                         CODEC.encode(Pong("slow-batch", now, now)))
+        async with asyncio.timeout(WITHIN):
+            await handling.wait()
+        with caplog.at_level(logging.WARNING):
+            await client.stop()
+        said = _told(caplog, "renkei.service_loop", "holders.client")
+        assert said == [CUT_AT_STOP, f"{provisioned}: its producer closed at shutdown at once, "
+                        "a step of its inbox's stop not having ended in time (said before): 0 "
+                        "request(s) kept, sent at the next start"], said
+        assert AWAY_AT_STOP not in said
+    finally:
+        client.store.close()

@@ -1,7 +1,8 @@
 """A service told to stop (SIGINT) after the broker has gone away stops within seconds, rc 0,
-without a traceback, its Kafka clients closed, saying in one line that the broker could not be
-reached; and commits nothing it could not (effects before offsets). A broker of these tests' own,
-in a state folder of their own, is taken down and brought back: the suite's broker is not."""
+without a traceback, its Kafka clients closed, saying in one line that a step waiting for the
+broker did not end in time; and commits nothing it could not (effects before offsets). A broker
+of these tests' own, in a state folder of their own, is taken down and brought back: the
+suite's broker is not."""
 
 from __future__ import annotations
 
@@ -226,11 +227,12 @@ async def test_requests_in_flight_as_the_holder_stops_are_told_kept_and_go_once(
 
 
 async def test_a_batch_waiting_for_a_stalled_broker_gives_way_to_the_stop(
-        own_broker: tuple[int, int]) -> None:
+        own_broker: tuple[int, int], caplog: pytest.LogCaptureFixture) -> None:
     """A batch whose handler waits for the broker (an alert delivered, as the audit consumer's
     does) when the broker stalls (SIGSTOP: the produce request left unanswered) and the service
-    is told to stop: serve ends within seconds, saying the broker was not reached, not once the
-    broker is let go on (the audit consumer took over 10 s to stop so, under the suite's load)."""
+    is told to stop: serve ends within seconds, saying a step waiting for the broker did not end
+    in time (its consumer's close: the broker away, most likely), not once the broker is let go
+    on (the audit consumer took over 10 s to stop so, under the suite's load)."""
     process.up(*own_broker, tethered=True)
     admin = KafkaAccess.of(config.ADMIN)
     (node,) = process.status()[1]
@@ -248,14 +250,17 @@ async def test_a_batch_waiting_for_a_stalled_broker_gives_way_to_the_stop(
 
         began = time.monotonic()
         try:
-            reached = await asyncio.wait_for(serve(
-                admin, [topics.ALERTS], f"stalled-{uuid.uuid4().hex}", handle, stop), 30)
+            with caplog.at_level(logging.WARNING, "renkei.service_loop"):
+                reached = await asyncio.wait_for(serve(
+                    admin, [topics.ALERTS], f"stalled-{uuid.uuid4().hex}", handle, stop), 30)
         finally:
             took = time.monotonic() - began
             os.kill(pid, signal.SIGCONT)
     print(f"\nserve ended {took:.1f} s after it began, its batch waiting for the broker stalled")
     assert reached is False
     assert took < 4 * STOP_SECONDS
+    assert [r.getMessage() for r in caplog.records if r.name == "renkei.service_loop"] == [
+        AWAY_AT_STOP]
 
 
 async def test_the_audit_consumer_stopped_with_the_broker_away_waits_once_for_its_last_head(
