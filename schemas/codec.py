@@ -199,22 +199,46 @@ class Codec:
     version into the newest."""
 
     def __init__(self, directory: Path = SCHEMA_DIR) -> None:
-        schemas = [_load(p) for p in sorted(directory.glob("*.avsc"))]
-        self.by_fingerprint = {s.fingerprint: s for s in schemas}
-        self.versions: dict[str, list[Schema]] = {}
-        for schema in sorted(schemas, key=lambda s: s.version):
-            self.versions.setdefault(schema.name, []).append(schema)
-        self.bytes_added = {old.fingerprint: _bytes_added(old, versions[-1])
-                            for versions in self.versions.values() for old in versions}
-        self.older = {name: [older for old in versions[:-1]
-                             if (older := _older(old, versions[-1])) is not None]
-                      for name, versions in self.versions.items()}
-        # an Older version's message is read with its own schema, the fields it lacks added at
-        # their defaults: not read again into the newest (fastavro's resolution, and with an
-        # enum field a second read of the whole message)
-        self.defaults = {older.schema.fingerprint: older.defaults
-                         for olders in self.older.values() for older in olders
-                         if older.defaults is not None}
+        # the schemas are read and parsed at the first use, not at the import (~80 ms of every
+        # `renkei` start, most of whose commands encode nothing); each attribute below is kept
+        # in the instance once made, an attribute look-up after that as before
+        self.directory = directory
+
+    @cached_property
+    def schemas(self) -> list[Schema]:
+        return [_load(p) for p in sorted(self.directory.glob("*.avsc"))]
+
+    @cached_property
+    def by_fingerprint(self) -> dict[bytes, Schema]:
+        return {s.fingerprint: s for s in self.schemas}
+
+    @cached_property
+    def versions(self) -> dict[str, list[Schema]]:
+        """Each schema's versions, oldest first."""
+        versions: dict[str, list[Schema]] = {}
+        for schema in sorted(self.schemas, key=lambda s: s.version):
+            versions.setdefault(schema.name, []).append(schema)
+        return versions
+
+    @cached_property
+    def bytes_added(self) -> dict[bytes, tuple[str, ...]]:
+        return {old.fingerprint: _bytes_added(old, versions[-1])
+                for versions in self.versions.values() for old in versions}
+
+    @cached_property
+    def older(self) -> dict[str, list[Older]]:
+        return {name: [older for old in versions[:-1]
+                       if (older := _older(old, versions[-1])) is not None]
+                for name, versions in self.versions.items()}
+
+    @cached_property
+    def defaults(self) -> dict[bytes, _Defaults]:
+        """An Older version's message is read with its own schema, the fields it lacks added at
+        their defaults: not read again into the newest (fastavro's resolution, and with an enum
+        field a second read of the whole message)."""
+        return {older.schema.fingerprint: older.defaults
+                for olders in self.older.values() for older in olders
+                if older.defaults is not None}
 
     def writer(self, name: str, record: dict[str, Any]) -> Schema:
         """The version a record is written with: the oldest that holds it, else the newest (one

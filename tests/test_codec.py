@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import traceback
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from fastavro.utils import generate_many
 
 from registry.residents import FourAttributes, Sex
+from renkei.state import STATE_ENV
 from schemas import compatibility
 from schemas.codec import (
     CODEC,
@@ -337,3 +341,31 @@ def test_each_schema_is_a_dataclass_with_the_same_fields() -> None:
     classes = _classes()
     assert [d for versions in CODEC.versions.values()
             for d in _differences(versions[-1].definition, classes)] == []
+
+
+def test_a_command_that_encodes_nothing_parses_no_schema(tmp_path: Path) -> None:
+    """Every `renkei` process imports the codec, most commands (an operator's mistake said, a
+    listing) to encode nothing: the schemas are parsed at the codec's first use, not at its
+    import (~80 ms of each start). Once used, it reads and writes as ever."""
+    script = (
+        "import fastavro.schema\n"
+        "parsed = []\n"
+        "real = fastavro.schema.parse_schema\n"
+        "fastavro.schema.parse_schema = lambda *a, **k: parsed.append(1) or real(*a, **k)\n"
+        "from renkei.cli import main\n"
+        "try:\n"
+        f"    main(['audit', 'head', '--db', {str(tmp_path / 'none.db')!r}],"
+        " standalone_mode=False)\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+        "print(len(parsed))\n"
+        "from schemas.codec import CODEC\n"
+        "from schemas.messages import Ping\n"
+        "from datetime import UTC, datetime\n"
+        "ping = Ping('r-1', datetime(2026, 1, 1, tzinfo=UTC))\n"
+        "print(CODEC.decode(CODEC.encode(ping), Ping) == ping, len(parsed) > 0)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=Path(__file__).parent.parent,
+                         env={**os.environ, STATE_ENV: str(tmp_path / "state")})
+    said = run.stdout.splitlines()
+    assert said[-3:] == ["ClickException", "0", "True True"], run.stdout + run.stderr
