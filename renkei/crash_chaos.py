@@ -432,7 +432,9 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
             jobs = scenario.lawful_jobs(clients, built, seed)
             holders = sorted({h for e in exchanges.LAWFUL for h in (e.requester, e.provider)})
             bindings = scenario.binding_jobs(clients, holders, seed)
-        servers = {h: await start_server(procs, h) for h in holders}
+        # the servers started side by side, each listening once its store and clients are up
+        servers = dict(zip(holders, await asyncio.gather(
+            *(start_server(procs, h) for h in holders)), strict=True))
         watch = Watch.of(procs)
         since = datetime.now(UTC)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
