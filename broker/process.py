@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from broker import class_archive, config, credentials, jars
 from broker import cluster as cluster_store
-from broker import config, credentials, jars
 from broker.cluster import HOST, Cluster, Node
+from broker.ports import free_port_pair
 from renkei.logs import begun, gone_on
-from renkei.state import folder_made, write_private
+from renkei.state import folder_made, state_folder, write_private
 
 JAVA_MAJOR = 17
 JVMS = Path("/usr/lib/jvm")  # where Debian's and Temurin's packages put JDKs
@@ -217,18 +219,21 @@ def _check_ports(node: Node) -> None:
 
 
 def _start(cl: Cluster, node: Node, java_bin: str, tethered: bool = False,
-           fresh: bool = False) -> int:
+           fresh: bool = False, archive_to: Path | None = None) -> int:
     """Start a node; its output into its stdout.log, begun afresh if `fresh` (a run's start,
     `up`: the run before's kept as stdout.log.1), else gone on with (a node started again within
-    a run, `start_node`: what it said before it stopped kept)."""
+    a run, `start_node`: what it said before it stopped kept); from Kafka's classes archived
+    (class_archive), or archiving them `archive_to` as it exits."""
     _check_ports(node)
+    jvm = (*SERVER_JVM, *(class_archive.options(java_bin) if archive_to is None
+                          else class_archive.making(archive_to)))
     files = _write_configs(cl, node)
     (begun if fresh else gone_on)(files["stdout"])
     with files["stdout"].open("ab") as log:
         popen = partial(
             subprocess.Popen,
             [*(TETHER if tethered else []),
-             *_java_command(java_bin, SERVER_JVM, files["log4j2"], "kafka.Kafka",
+             *_java_command(java_bin, jvm, files["log4j2"], "kafka.Kafka",
                             str(files["properties"]))],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, umask=0o077,  # its logs (server.log) and data its user's alone
@@ -329,10 +334,12 @@ def _kept_port(port: int | None, default: int) -> int:
 
 
 def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
-       timeout: float = 90.0, tethered: bool = False) -> tuple[Cluster, bool]:
+       timeout: float = 90.0, tethered: bool = False,
+       archive_to: Path | None = None) -> tuple[Cluster, bool]:
     """Format (first time) and start the nodes; return (cluster, started now). `tethered`:
     for a run that owns its broker, the nodes it starts shut down once this process has ended,
-    killed or not."""
+    killed or not; `archive_to`: they archive Kafka's classes there as they exit
+    (archive_classes)."""
     java_bin = java()
     try:
         cl = cluster_store.load()
@@ -364,7 +371,8 @@ def up(client_port: int | None, controller_port: int | None, nodes: int = 1,
     states = [NodeStatus(node, _pid(cl, node)) for node in cl.nodes]
     if all(s.running for s in states):
         return cl, False
-    pids = {s.node.node_id: s.pid or _start(cl, s.node, java_bin, tethered, fresh=True)
+    pids = {s.node.node_id: s.pid or _start(cl, s.node, java_bin, tethered, fresh=True,
+                                            archive_to=archive_to)
             for s in states}
     _wait_ready(cl, pids, timeout)
     return cl, True
@@ -445,6 +453,28 @@ def down(timeout: float = 60.0) -> list[int]:
         # no majority of controllers left to grant a controlled shutdown: it would only wait
         timeout = min(timeout, 10.0)
     return _stop_all(cl, running, signal.SIGTERM, timeout)
+
+
+def archive_classes() -> Path | None:
+    """Archive Kafka's classes for the broker's JVM (class_archive), once: a broker of a state
+    folder of its own started and stopped cleanly, its JVM archiving what it loaded as it exits,
+    the archive put in place whole. Its path, made now; None: made before."""
+    java_bin = java()
+    archive = class_archive.path(java_bin)
+    if archive.exists():
+        return None
+    making = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
+    try:
+        with tempfile.TemporaryDirectory(prefix="renkei-classes-") as folder, \
+                state_folder(Path(folder)):
+            up(*free_port_pair(), tethered=True, archive_to=making)
+            down()
+        if not making.exists() or not making.stat().st_size:
+            raise BrokerError(f"the broker's JVM ({java_bin}) archived no classes")
+        os.replace(making, archive)
+    finally:
+        making.unlink(missing_ok=True)
+    return archive
 
 
 def tail_log(cl: Cluster, node: Node, lines: int) -> list[str]:
