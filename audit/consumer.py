@@ -265,10 +265,11 @@ async def run(store: AuditStore, access: KafkaAccess, stop: asyncio.Event, head_
                 signed = store.head()  # LostEntries: none signed
                 if reached:
                     anchored = await anchor.publish(signed, STOP_SECONDS)
-                elif signed.head.size > anchor.size:  # its stop did not end in time: the broker
-                    # away, most likely, not waited for again
-                    log.warning("the head of size %d is not anchored at the stop (the broker not "
-                                "reached in time): the next start's will be", signed.head.size)
+                elif signed.head.size > anchor.size:  # a step of its stop did not end in time
+                    # (serve said which): the broker not waited for again
+                    log.warning("the head of size %d is not anchored at the stop (a step of the "
+                                "stop did not end in time, said above): the next start's will be",
+                                signed.head.size)
         finally:  # bounded: a broker away would hold stop() until it came back; one that did
             # not take the last head just now (or the consumer's stop) is not waited for again
             await close_producer(alerts, away=not anchored)
