@@ -15,10 +15,12 @@ QUIET = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off", "-Xlog:class+path=off")
 
 
 def path(java_bin: str) -> Path:
-    """Where the archive of `java_bin` is (an archive is its JVM build's own: a JDK upgraded in
-    place has another)."""
+    """Where the archive of `java_bin` is: an archive is its JVM build's own (its libjvm, whose
+    file a JDK upgraded in place replaces), and of the jars it was made from (cached by
+    version)."""
     real = Path(java_bin).resolve()
-    built = real.stat()
+    jvm = real.parent.parent / "lib" / "server" / "libjvm.so"
+    built = (jvm if jvm.exists() else real).stat()
     build = hashlib.sha256(f"{real}\0{built.st_size}\0{built.st_mtime_ns}".encode())
     return jars.libs_dir().parent / f"classes-{build.hexdigest()[:16]}.jsa"
 
@@ -27,6 +29,11 @@ def options(java_bin: str) -> tuple[str, ...]:
     """The options that start a broker from the archive, once it is made (none before)."""
     archive = path(java_bin)
     return (f"-XX:SharedArchiveFile={archive}", *QUIET) if archive.exists() else ()
+
+
+def checking(archive: Path) -> tuple[str, ...]:
+    """The options of a JVM that fails at its start unless it can start from `archive`."""
+    return ("-Xshare:on", f"-XX:SharedArchiveFile={archive}")
 
 
 def making(to: Path) -> tuple[str, ...]:

@@ -458,23 +458,35 @@ def down(timeout: float = 60.0) -> list[int]:
 def archive_classes() -> Path | None:
     """Archive Kafka's classes for the broker's JVM (class_archive), once: a broker of a state
     folder of its own started and stopped cleanly, its JVM archiving what it loaded as it exits,
-    the archive put in place whole. Its path, made now; None: made before."""
+    the archive put in place whole once the JVM starts from it. Its path, made now; None: one
+    made before that the JVM starts from (one it does not, cut short or stale, is made again)."""
     java_bin = java()
     archive = class_archive.path(java_bin)
-    if archive.exists():
+    if archive.exists() and _starts_from(java_bin, archive):
         return None
     making = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
     try:
         with tempfile.TemporaryDirectory(prefix="renkei-classes-") as folder, \
                 state_folder(Path(folder)):
-            up(*free_port_pair(), tethered=True, archive_to=making)
-            down()
-        if not making.exists() or not making.stat().st_size:
-            raise BrokerError(f"the broker's JVM ({java_bin}) archived no classes")
+            try:
+                up(*free_port_pair(), tethered=True, archive_to=making)
+            finally:
+                down()
+        if not making.exists() or not _starts_from(java_bin, making):
+            raise BrokerError(f"the broker's JVM ({java_bin}) archived no classes it can start "
+                              "from")
         os.replace(making, archive)
     finally:
         making.unlink(missing_ok=True)
     return archive
+
+
+def _starts_from(java_bin: str, archive: Path) -> bool:
+    """Whether the JVM starts from `archive` with Kafka's classpath (-Xshare:on: it fails at
+    once on an archive cut short, of another JVM build or of other jars)."""
+    checked = subprocess.run([java_bin, *class_archive.checking(archive), "-cp", _classpath(),
+                              "-version"], capture_output=True, check=False)
+    return checked.returncode == 0
 
 
 def tail_log(cl: Cluster, node: Node, lines: int) -> list[str]:
