@@ -27,6 +27,7 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
+    UnknownTopicOrPartitionError,
 )
 
 from broker import (
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
 MECHANISM = "SCRAM-SHA-512"
 PROTOCOL = "SASL_PLAINTEXT"
 START_AGAIN = 2.0  # seconds between attempts to reach the broker when a client starts
+# seconds a starting consumer waits for a topic the broker does not list (one just restarted
+# lists its topics once it has loaded them), aiokafka's own wait in its start (its request
+# timeout) included; a try that ends past it, the topic is taken for never provisioned
+TOPIC_WAIT = 60.0
 # ms the broker holds a fetch for a records_since read with nothing new (aiokafka's 500 ms
 # default: its fetch sent before the seek makes each read half a second longer)
 SCAN_WAIT_MS = 20
@@ -131,6 +136,12 @@ def reachable(bootstrap: str, within: float = 2.0) -> None:
 class NotProvisioned(LookupError):
     """A topic a command needs is not on the broker: it was never provisioned."""
 
+    def __init__(self, missing: Sequence[str], bootstrap: str) -> None:
+        super().__init__(f"no topic {', '.join(missing)} on the broker at {bootstrap}: "
+                         "run `renkei broker provision`")
+        self.missing = missing
+        self.bootstrap = bootstrap
+
 
 async def provisioned(access: KafkaAccess, *needed: str) -> None:
     """NotProvisioned at once if a topic of `needed` is not on the broker, where a client of it
@@ -145,8 +156,7 @@ async def provisioned(access: KafkaAccess, *needed: str) -> None:
     finally:
         await client.close()
     if missing := sorted(set(needed) - there):
-        raise NotProvisioned(f"no topic {', '.join(missing)} on the broker at "
-                             f"{access.bootstrap}: run `renkei broker provision`")
+        raise NotProvisioned(missing, access.bootstrap)
 
 
 class Startable(Protocol):
@@ -216,27 +226,71 @@ async def started(client: Stoppable, access: KafkaAccess) -> None:
 
 async def _starting(client: Startable, access: KafkaAccess) -> None:
     began = time.monotonic()
-    waited = False
+    said: set[str] = set()  # the waits said: each once
+    unlisted: float | None = None  # since when the broker has not listed a topic of the client
     while True:
+        tried = time.monotonic()
         try:
             await client.start()
         except KafkaConnectionError as exc:
-            answer = await _answer(access)  # aiokafka's error does not tell the two apart
-            if isinstance(answer, KafkaError):
-                raise BrokerRefused(
-                    f"the broker at {access.bootstrap} refused principal {access.principal!r} "
-                    f"({answer}): the broker has another password for it, or none "
-                    "(`renkei broker provision` gives it the state folder's)") from None
-            if not waited:
-                log.warning("cannot reach the broker at %s (%s): trying again every %.0f s",
-                            access.bootstrap, exc, START_AGAIN)
-            waited = True
-            await asyncio.sleep(START_AGAIN)
+            await _not_refused(access)  # aiokafka's error does not tell the two apart
+            why: KafkaConnectionError | NotProvisioned | None = exc
+        except UnknownTopicOrPartitionError:  # aiokafka gave up waiting for a topic of a consumer
+            why = await _unlisted(client, access)
+        else:
+            if said:
+                log.warning("reached the broker at %s after %.0f s", access.bootstrap,
+                            time.monotonic() - began)
+            return
+        if why is None:  # the topics are there now
             continue
-        if waited:
-            log.warning("reached the broker at %s after %.0f s", access.bootstrap,
-                        time.monotonic() - began)
-        return
+        if isinstance(why, NotProvisioned):
+            unlisted = tried if unlisted is None else unlisted
+            if time.monotonic() - unlisted >= TOPIC_WAIT:
+                raise why from None
+            _said_once(said, "no topic %s on the broker at %s yet: waiting for it (a broker just "
+                       "restarted lists its topics once it has loaded them), giving up once it "
+                       "has not for %.0f s", ", ".join(why.missing), why.bootstrap, TOPIC_WAIT)
+        else:
+            unlisted = None
+            _said_once(said, "cannot reach the broker at %s (%s): trying again every %.0f s",
+                       access.bootstrap, why, START_AGAIN)
+        await asyncio.sleep(START_AGAIN)
+
+
+async def _not_refused(access: KafkaAccess) -> None:
+    """BrokerRefused if the broker is there but refuses the principal's log-in."""
+    answer = await _answer(access)
+    if isinstance(answer, KafkaError):
+        raise BrokerRefused(
+            f"the broker at {access.bootstrap} refused principal {access.principal!r} "
+            f"({answer}): the broker has another password for it, or none "
+            "(`renkei broker provision` gives it the state folder's)") from None
+
+
+def _said_once(said: set[str], message: str, *args: object) -> None:
+    """Log a wait's warning unless it was said already (in `said`)."""
+    if message not in said:
+        said.add(message)
+        log.warning(message, *args)
+
+
+async def _unlisted(client: Startable, access: KafkaAccess
+                    ) -> NotProvisioned | KafkaConnectionError | None:
+    """Why a consumer's start did not find a topic of its: one the broker does not list
+    (NotProvisioned), or no broker answering; None if the broker lists them all now."""
+    from aiokafka import AIOKafkaConsumer
+
+    needed = sorted(client.subscription()) if isinstance(client, AIOKafkaConsumer) else []
+    try:
+        await provisioned(access, *needed)
+    except NotProvisioned as exc:
+        return exc
+    except BrokerAway:
+        return KafkaConnectionError("no broker took a connection")
+    except KafkaConnectionError as exc:
+        return exc
+    return None
 
 
 LOGINS_AT_ONCE = 32  # log-ins `asked` has in flight at once
