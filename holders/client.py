@@ -654,7 +654,8 @@ class HolderClient:
                       "than those it runs with, and its key or password files cannot be read "
                       "(%s): it answers with its own, which its requesters refuse from %s (it "
                       "stops then), read again in %.0f s; an answer sealed to its new key stops "
-                      "it at once", self.holder, exc, refused_from.isoformat(), RENEWAL_AGAIN)
+                      "it at once", self.holder, exc, refused_from.isoformat(),
+                      self._read_again_in())
             return None
 
     def _stopped_past_grace(self, why: str) -> datetime:
@@ -671,9 +672,12 @@ class HolderClient:
     def _refused_from(self) -> datetime | None:
         """From when the requesters of this holder, its entry publishing its keys renewed,
         refuse what it signs with the key it runs with: signers.previous_until of the renewal;
-        None (at once) while its entry names none."""
+        None (at once) while its entry names none, or names another key before it (renewed
+        twice: they never take the one it runs with)."""
         entry = self._own_entry()
-        renewed = None if entry is None else entry.signing_renewed_at
+        if entry is None or entry.previous_signing_key != self._signing_public:
+            return None
+        renewed = entry.signing_renewed_at
         return None if renewed is None else previous_until(renewed)
 
     def _not_taken(self, why: str, refused_from: datetime) -> RenewalNotTaken:
@@ -1248,7 +1252,8 @@ class HolderClient:
         try:
             out, resolved = await self._in_store(partial(self._handled, read, applied, now, sent))
         except sealing.SignedPast as exc:  # the batch not committed: read at the next start
-            raise self._not_taken("it has not taken them",
+            raise self._not_taken("it has not taken them by then (its key files not read, "
+                                  "or the renewal seen late: its batch is read again)",
                                   self._refused_from() or datetime.now(UTC)) from exc
         self._woken(resolved)
         return out

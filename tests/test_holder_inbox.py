@@ -1544,6 +1544,27 @@ async def test_a_server_renewed_its_keys_unread_stops_when_its_answers_are_refus
         await asyncio.wait({renewal})
 
 
+async def test_a_server_renewed_twice_its_keys_unread_stops_at_once(
+        client: HolderClient) -> None:
+    """Renewed twice while its key files could not be read: its entry names as the key before
+    the second renewal's, so its requesters refuse what it signs with its own at once; it took
+    them to refuse it only from the second renewal and a clock skew on, signing and answering
+    until then. It stops at its first read."""
+    sealing.key_file(HOLDER, sealing.SIGNING).write_text('{"private": "ab')  # damaged
+    published(client, HOLDER, sealing.public_bytes(X25519PrivateKey.generate()),
+              sealing.public_bytes(Ed25519PrivateKey.generate()),
+              renewed_from=sealing.public_bytes(Ed25519PrivateKey.generate()))  # not its own
+    renewal = asyncio.create_task(client._renewed())
+    try:
+        await asyncio.wait({renewal}, timeout=2)
+        assert renewal.done(), "still running, its answers refused"
+        with pytest.raises(RenewalNotTaken):
+            renewal.result()
+    finally:
+        renewal.cancel()
+        await asyncio.wait({renewal})
+
+
 async def test_a_server_renewed_its_keys_unread_signs_no_answer_its_requesters_refuse(
         client: HolderClient) -> None:
     """`renkei holder renew` while the server ran, its key files unread: between the time its

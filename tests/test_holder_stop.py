@@ -95,11 +95,12 @@ async def test_a_failure_following_the_key_epochs_is_logged_stops_the_server_and
             monkeypatch.setattr(client.store, "held_due", lambda: _damaged(tmp_path))
             client._held_more.set()  # its held queries looked at again: the read refused
             await asyncio.wait({serving}, timeout=WITHIN)
+            told = _told(caplog, "holders.client")  # not what its stop says (a late close)
         await _stopped_every_step(client)
         assert serving.done(), "the server went on without following its key epochs"
         failure = serving.exception()
         assert isinstance(failure, client_module.EpochsNotFollowed), repr(failure)
-        assert _told(caplog, "holders.client") == [_said(failure)] == [
+        assert told == [_said(failure)] == [
             f"{provisioned}: following its link-code unit's key epochs failed (DatabaseError: "
             "file is not a database): its bindings are no longer re-keyed, nor the queries "
             "held back answered; it stops: start it again (a move made meanwhile is followed "
