@@ -47,6 +47,8 @@ TRANSACTION_MS = 10_000
 STOP_SECONDS = 3.0  # a stop waits this long for the broker (last commit, flush), then goes on
 # said at a stop a step of which did not end in time: one that waits for the broker; else its
 # batch alone, which a slow handler holds as well as a broker away
+# what a send still held fails with when its producer is closed without waiting for the broker
+CLOSED_UNSENT = "the producer was closed at a stop that did not wait for the broker"
 AWAY_AT_STOP = ("a step of the stop that waits for the broker did not end in time (the broker "
                 "away, most likely): closed without it")
 CUT_AT_STOP = (f"the batch being handled had not ended {STOP_SECONDS:g} s after the stop (a slow "
@@ -430,8 +432,8 @@ async def stopped_within(stop: asyncio.Event, serving: Awaitable[None],
             await cancelled(task)
     if task.cancelled():
         log.info("the service's batch was given up at shutdown, %g s after it was told to stop "
-                 "(waiting, most likely, for the broker): what it handled is handled again",
-                 within)
+                 "(a slow handler, or one waiting for the broker): what it handled is handled "
+                 "again", within)
         return False
     task.result()
     return True
@@ -464,7 +466,7 @@ async def close_producer(producer: AIOKafkaProducer, within: float = STOP_SECOND
     accumulator = producer._message_accumulator
     accumulator._pending_batches = _TakenOutOnce(accumulator._pending_batches)
     accumulator.fail_all(  # aiokafka: no other way
-        KafkaConnectionError("the producer was closed with the broker away"))
+        KafkaConnectionError(CLOSED_UNSENT))
     _told(producer)
     sender = producer._sender  # closed, its sender task ends in an error (a produce request
     if sender is not None and sender.sender_task is not None:  # cut short) whose callback

@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from renkei.envelope import Send
-from renkei.service_loop import Outflow, last_commit
+from renkei.service_loop import CLOSED_UNSENT, Outflow, last_commit
 
 
 class Producer:
@@ -64,7 +64,7 @@ async def test_effects_a_stop_gave_up_on_and_the_close_failed_are_not_logged_unr
     await outflow.commit(now=True, stop=stop)
     assert not await last_commit(outflow, within=0.2)
     for effect in producer.sent:  # close_producer, the broker away
-        effect.set_exception(KafkaConnectionError("the producer was closed with the broker away"))
+        effect.set_exception(KafkaConnectionError(CLOSED_UNSENT))
     del outflow, producer, effect
     gc.collect()
     assert "never retrieved" not in caplog.text

@@ -38,6 +38,7 @@ from renkei.envelope import Send
 from renkei.exchanges import staff as staff_of
 from renkei.service_loop import (
     AWAY_AT_STOP,
+    CLOSED_UNSENT,
     STOP_SECONDS,
     close_producer,
     deliver,
@@ -304,7 +305,7 @@ async def test_a_send_put_back_for_a_retry_fails_once_as_its_producer_is_closed(
     said: list[dict[str, Any]] = []  # of this producer's batches (not earlier tests' garbage)
     asyncio.get_running_loop().set_exception_handler(lambda _, context: said.append(context) if (
         isinstance(error := context.get("exception"), KeyError)
-        or "closed with the broker away" in str(error)) else None)
+        or CLOSED_UNSENT in str(error)) else None)
     producer = producer_for(admin)
     await producer.start()
     await deliver(producer, [Send(topics.ALERTS, None, b"the partition's leader known")])
