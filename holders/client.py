@@ -746,7 +746,11 @@ class HolderClient:
             for task in watched:
                 if task.done() and not task.cancelled():
                     task.result()  # its error, if it ended with one
-            if not await unless_stopped(stop, self._switched()) or self._inbox is inbox:
+            if not await unless_stopped(stop, self._switched()):
+                return
+            if self._inbox is inbox:  # not started renewed: what the taking failed with, if so
+                if self._renewal.done() and not self._renewal.cancelled():
+                    self._renewal.result()
                 return
 
     async def _switched(self) -> None:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from audit import oversight
 from broker import cluster, config, credentials, topics
-from broker.clients import KafkaAccess, asked, offsets, read_topic
+from broker.clients import BrokerAway, KafkaAccess, asked, offsets, read_topic
 from holders.client import HolderClient
 from holders.store import HolderStore
 from processors import directory
@@ -344,3 +344,34 @@ async def test_the_oversight_body_takes_an_answer_signed_with_keys_renewed_as_it
     [entry] = found.answers[HOLDER]
     assert (entry.request_id, entry.side) == (asked_across.request_id, "PROVIDER")
     assert asked_across.signing_key == (await directory.current())[HOLDER].signing_key
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def refused_switching(clients: dict[str, HolderClient]) -> BaseException | None:
+    """The holder renewed again as its server runs, its Kafka clients' start with the renewed
+    keys failing (the broker away, made so at the switch): what the server's wait
+    (until_stopped) ended with within 10 s (a TimeoutError if it did not); the session's client
+    replaced."""
+    running, stop = clients[HOLDER], asyncio.Event()
+
+    async def refused() -> None:
+        raise BrokerAway("127.0.0.1:9")
+
+    running._started = refused  # type: ignore[method-assign]
+    serving = asyncio.create_task(running.until_stopped(stop))
+    renkei("holder", "renew", HOLDER, "--reason", "定期更新", "--operator", "ops-a")
+    done, _ = await asyncio.wait({serving}, timeout=10)
+    stop.set()
+    await asyncio.wait({serving})
+    await running.stop()
+    await _started(clients, HOLDER)
+    return serving.exception() if done else TimeoutError("the server's wait went on")
+
+
+async def test_a_server_whose_clients_fail_to_start_renewed_raises_the_failure(
+        refused_switching: BaseException | None) -> None:
+    """Its clients stopped to take renewed keys, their start again failed (refused, the broker
+    away): the taking's task ended in that failure, marked as read, and the server's wait
+    (until_stopped) woke, found its clients not started renewed and returned: the server
+    stopped with exit status 0, the failure never told. The wait raises it."""
+    assert isinstance(refused_switching, BrokerAway), repr(refused_switching)
