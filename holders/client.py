@@ -390,8 +390,11 @@ class HolderClient:
         self._held.enter_context(self.store.held(f"holder library of {self.holder}"))
         try:
             await self._started()
-        except BaseException:
-            self._held.close()
+        except BaseException:  # failed, or cancelled (another's start failed: started_clients)
+            try:
+                await self._clients_stopped(given_up=True)
+            finally:
+                self._held.close()
             raise
         self._renewal = asyncio.create_task(self._renewed(),
                                             name=f"renewal:{self.holder}")
@@ -768,13 +771,15 @@ class HolderClient:
             finally:
                 self._held.close()  # another client may start on the store now
 
-    async def _clients_stopped(self) -> None:
+    async def _clients_stopped(self, given_up: bool = False) -> None:
         """Its Kafka clients stopped: what the producer holds goes if the broker takes it in
-        time, a request it did not take stays kept in the store, sent at the next start."""
+        time, a request it did not take stays kept in the store, sent at the next start; those
+        of a start `given_up` (failed, or cancelled) stopped as they are, the producer at once
+        (what it held stays kept, unsaid: the start's failure is told)."""
         self._stop.set()
         await ended(self._epochs)  # its failure told as it failed (logged; until_stopped)
         await ended(self._settling)
-        reached = True  # each step of the inbox's stop in time (serve): else not waited again
+        reached = not given_up  # each step of the inbox's stop in time (serve): else not waited
         try:
             if self._inbox is not None:
                 reached = await self._inbox  # what ended it, raised (once its clients are closed)
@@ -787,7 +792,7 @@ class HolderClient:
                     sending.cancel()
                 await asyncio.wait(set(self._sending))
             self._no_longer_kept()  # those delivered this last turn
-            if not closed:  # counted once those the broker took are kept no more
+            if not closed and not given_up:  # counted once those the broker took are not kept
                 log.warning("%s: its producer closed at shutdown %s: %d request(s) kept, sent at "
                             "the next start", self.holder, "before the broker took all it held "
                             "(away, most likely)" if reached else "at once, a step of its "

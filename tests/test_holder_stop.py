@@ -179,3 +179,30 @@ async def test_a_stop_its_batch_slow_at_says_so_not_that_the_broker_was_away(
         assert AWAY_AT_STOP not in said
     finally:
         client.store.close()
+
+
+@pytest.mark.parametrize("step", ["_send_kept", "serving"])
+async def test_a_start_cancelled_midway_stops_what_it_started(
+        provisioned: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """A start cancelled (another library's failed to start: scenario.started_clients) as it
+    sent the requests kept, or joined its inbox group, let go of its store alone: its directory
+    view was followed on and its producer left open ("Unclosed AIOKafkaProducer"). It stops
+    what it started, as a stop does (the producer at once), the store let go."""
+    reached = asyncio.Event()
+
+    async def waiting(*args: Any, **kwargs: Any) -> None:
+        reached.set()
+        await asyncio.sleep(60)
+
+    client = HolderClient(provisioned, HolderStore(tmp_path / "holder.db"))
+    monkeypatch.setattr(client if step == "_send_kept" else client_module, step, waiting)
+    starting = asyncio.create_task(client.start())
+    try:
+        async with asyncio.timeout(30):
+            await reached.wait()
+        starting.cancel()
+        await asyncio.wait({starting}, timeout=WITHIN)
+        assert starting.cancelled()
+        assert _stopped_whole(client) == {**EVERY_STEP, "inbox": False}  # it never started
+    finally:
+        client.store.close()
