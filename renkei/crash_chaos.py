@@ -51,6 +51,7 @@ from renkei import exchanges, scenario, town
 from renkei.chaos_check import Checked, Suspension, checked, with_checked
 from renkei.crashes import Watch
 from renkei.state import held, state_folder
+from renkei.tasks import side_by_side
 
 UNANSWERED = SENT  # a request's status until its one outcome arrives
 NO_OUTCOME = (KEPT, SENT)  # as the server tells it: kept until the broker has it, then sent
@@ -122,6 +123,14 @@ async def start_server(procs: town.Processes, holder: str, within: float = 60.0)
             raise TimeoutError(f"{holder}'s communication server did not start")
         await asyncio.sleep(0.1)
     return address
+
+
+async def started_servers(procs: town.Processes, holders: list[str]) -> dict[str, Address]:
+    """The holders' communication servers started side by side, each listening once its
+    store and clients are up; their addresses. One that does not start cancels the others'
+    waits (asyncio.gather left them polling), its error raised."""
+    return dict(zip(holders, await side_by_side(
+        *(start_server(procs, h) for h in holders)), strict=True))
 
 
 @dataclass
@@ -432,9 +441,7 @@ async def _run(seconds: float, rate: float, residents: int, instances: int, ever
             jobs = scenario.lawful_jobs(clients, built, seed)
             holders = sorted({h for e in exchanges.LAWFUL for h in (e.requester, e.provider)})
             bindings = scenario.binding_jobs(clients, holders, seed)
-        # the servers started side by side, each listening once its store and clients are up
-        servers = dict(zip(holders, await asyncio.gather(
-            *(start_server(procs, h) for h in holders)), strict=True))
+        servers = await started_servers(procs, holders)
         watch = Watch.of(procs)
         since = datetime.now(UTC)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:

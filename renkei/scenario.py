@@ -18,6 +18,7 @@ from holders.samples import SAMPLES
 from holders.store import HolderStore, Request
 from processors import directory
 from renkei.exchanges import LAWFUL, UNLAWFUL, Exchange, staff
+from renkei.tasks import side_by_side
 
 BINDING_EVERY = 10  # one job in so many of a chaos run's load is a binding
 BY_NUMBER = frozenset(s.holder_id for s in SAMPLES if s.knows_numbers)  # bind by personal number
@@ -45,12 +46,7 @@ async def started_clients() -> AsyncIterator[dict[str, HolderClient]]:
             await client.start()
             stopping.push_async_callback(client.stop)
 
-        try:
-            async with asyncio.TaskGroup() as starting:
-                for client in clients.values():
-                    starting.create_task(start(client))
-        except BaseExceptionGroup as failed:  # the first failure, as a start alone raises it
-            raise failed.exceptions[0] from None
+        await side_by_side(*(start(client) for client in clients.values()))
         yield clients
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -28,6 +28,18 @@ async def set_or_failed(ready: asyncio.Event, task: asyncio.Task[Any]) -> None:
     await set_or_ended(ready, task)
     if not ready.is_set():
         task.result()
+
+
+async def side_by_side(*starts: Coroutine[Any, Any, T]) -> list[T]:
+    """What each of `starts` returned, run side by side; the first to fail cancels the rest,
+    each ended before its error is raised as one alone raises it (not an ExceptionGroup, which
+    the CLI would not say in one line)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(start) for start in starts]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def retrieved(future: asyncio.Future[Any]) -> None:

@@ -26,6 +26,7 @@ from holders.store import HolderStore, default_path
 from processors import decider
 from processors.rejection import reject
 from renkei import chaos_check, chaos_cli, crash_cli, exchanges
+from renkei import crash_chaos as crash_run
 from renkei.broker_chaos import BrokerChaos
 from renkei.chaos_check import (
     Asked,
@@ -587,3 +588,31 @@ def test_a_report_of_no_chaos_run_is_refused_and_writes_nothing(tmp_path: Path) 
     assert said.output == (f"Error: no chaos run to report in {results}: run `renkei chaos "
                            "crash|broker|fuzz|misbinding` first\n")
     assert not results.exists()
+
+
+async def test_a_server_that_does_not_start_cancels_the_others_starts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash chaos run's servers started side by side (crash_chaos.started_servers): one
+    that does not start in time raises its own error (not an ExceptionGroup), the others' waits
+    cancelled and ended before it is raised, not left polling for their addresses."""
+    holders = ["ichi", "ni", "san"]
+    waiting: list[str] = []
+    given_up: list[str] = []
+
+    async def start_server(procs: object, holder: str) -> Address:
+        if holder == holders[0]:
+            await asyncio.sleep(0.01)
+            raise TimeoutError(f"{holder}'s communication server did not start")
+        waiting.append(holder)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            given_up.append(holder)
+            raise
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(crash_run, "start_server", start_server)
+    async with asyncio.timeout(5):
+        with pytest.raises(TimeoutError, match="ichi's communication server did not start"):
+            await crash_run.started_servers(None, holders)  # type: ignore[arg-type]
+    assert sorted(given_up) == waiting == holders[1:]
