@@ -235,19 +235,20 @@ async def _starting(client: Startable, access: KafkaAccess) -> None:
         except KafkaConnectionError as exc:
             await _not_refused(access)  # aiokafka's error does not tell the two apart
             why: KafkaConnectionError | NotProvisioned | None = exc
-        except UnknownTopicOrPartitionError:  # aiokafka gave up waiting for a topic of a consumer
+        except UnknownTopicOrPartitionError as exc:  # aiokafka gave up waiting for a topic
+            unlisted = tried if unlisted is None else unlisted
             why = await _unlisted(client, access)
+            if not isinstance(why, KafkaConnectionError):  # the broker there, its topics listed
+                if time.monotonic() - unlisted >= TOPIC_WAIT:  # or not: no longer waited for
+                    raise (why or exc) from None
+                if why is None:  # the topics are there now
+                    continue
         else:
             if said:
-                log.warning("reached the broker at %s after %.0f s", access.bootstrap,
-                            time.monotonic() - began)
+                log.warning("started at the broker at %s after %.0f s of the waits said",
+                            access.bootstrap, time.monotonic() - began)
             return
-        if why is None:  # the topics are there now
-            continue
         if isinstance(why, NotProvisioned):
-            unlisted = tried if unlisted is None else unlisted
-            if time.monotonic() - unlisted >= TOPIC_WAIT:
-                raise why from None
             _said_once(said, "no topic %s on the broker at %s yet: waiting for it (a broker just "
                        "restarted lists its topics once it has loaded them), giving up once it "
                        "has not for %.0f s", ", ".join(why.missing), why.bootstrap, TOPIC_WAIT)

@@ -482,10 +482,11 @@ def archive_classes() -> Path | None:
 
 
 def _starts_from(java_bin: str, archive: Path) -> bool:
-    """Whether the JVM starts from `archive` with Kafka's classpath (-Xshare:on: it fails at
-    once on an archive cut short, of another JVM build or of other jars)."""
-    checked = subprocess.run([java_bin, *class_archive.checking(archive), "-cp", _classpath(),
-                              "-version"], capture_output=True, check=False)
+    """Whether the JVM starts from `archive` with Kafka's classpath and a broker's heap and
+    collector (-Xshare:on: it fails at once on an archive cut short, of another JVM build, heap
+    layout or jars)."""
+    checked = subprocess.run([java_bin, *SERVER_JVM, *class_archive.checking(archive), "-cp",
+                              _classpath(), "-version"], capture_output=True, check=False)
     return checked.returncode == 0
 
 

@@ -45,10 +45,10 @@ POLL_RECORDS = 500
 # topics' partitions (read_committed) until the broker aborts it (or the next command fences it)
 TRANSACTION_MS = 10_000
 STOP_SECONDS = 3.0  # a stop waits this long for the broker (last commit, flush), then goes on
+# what a send still held fails with when its producer is closed before the broker took it
+CLOSED_UNSENT = "the producer was closed before the broker took it"
 # said at a stop a step of which did not end in time: one that waits for the broker; else its
 # batch alone, which a slow handler holds as well as a broker away
-# what a send still held fails with when its producer is closed without waiting for the broker
-CLOSED_UNSENT = "the producer was closed at a stop that did not wait for the broker"
 AWAY_AT_STOP = ("a step of the stop that waits for the broker did not end in time (the broker "
                 "away, most likely): closed without it")
 CUT_AT_STOP = (f"the batch being handled had not ended {STOP_SECONDS:g} s after the stop (a slow "
@@ -294,8 +294,8 @@ async def serving(access: KafkaAccess, topics_in: Sequence[str], group: str, han
                                      producer=producer, following=following))
     try:
         await set_or_failed(ready, task)  # start-up failed: its error
-    except asyncio.CancelledError:  # given up while it waits for the broker: so is the task
-        task.cancel()
+    except asyncio.CancelledError:  # given up while it waits for the broker: so is the task,
+        await cancelled(task)  # ended before whoever gave it up goes on (closes the producer)
         raise
     return task
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def set_or_ended(ready: asyncio.Event, *tasks: asyncio.Task[Any]) -> None:
@@ -38,6 +40,8 @@ async def side_by_side(*starts: Coroutine[Any, Any, T]) -> list[T]:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(start) for start in starts]
     except BaseExceptionGroup as failed:
+        for other in failed.exceptions[1:]:  # told, not lost behind the first
+            log.error("another start failed too: %s", other, exc_info=other)
         raise failed.exceptions[0] from None
     return [task.result() for task in tasks]
 

@@ -20,7 +20,7 @@ from broker.ports import free_port_pair
 from renkei.state import STATE_ENV
 
 GAVE_UP_MS = 1000  # the consumer's request timeout: how long aiokafka's start waits for a topic
-LATE = 2.5  # seconds after the consumer's start the topic is made
+LATE = 6.0  # seconds after the consumer's start the topic is made: it is tried three times
 WAITING = "waiting for it"
 
 
@@ -63,7 +63,7 @@ async def test_a_consumer_whose_topic_comes_late_waits_for_it_and_reads(
     making = asyncio.create_task(_made_and_written(broker, topic))
     began = time.monotonic()
     try:
-        await asyncio.wait_for(started(consumer, broker), 10)
+        await asyncio.wait_for(started(consumer, broker), 15)
         print(f"\nstarted {time.monotonic() - began:.1f} s after its start began")
         await making
         read = await consumer.getmany(timeout_ms=5000)
